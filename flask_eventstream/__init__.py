@@ -1,0 +1,23 @@
+"""Server-Sent Events for Flask, resumable, with a polling fallback and
+memory or Redis fan-out.
+"""
+
+from __future__ import annotations
+
+from . import signals as signals
+from .errors import EventStreamError as EventStreamError
+from .errors import PublishError as PublishError
+from .event import Event as Event
+from .extension import EventStream as EventStream
+from .streaming import stream as stream
+from .subscription import Subscription as Subscription
+
+__all__ = [
+    "Event",
+    "EventStream",
+    "EventStreamError",
+    "PublishError",
+    "Subscription",
+    "signals",
+    "stream",
+]

@@ -1,0 +1,32 @@
+"""Backends store events with ids and history and bring them to every worker.
+
+``EVENTSTREAM_BACKEND`` chooses one: ``"memory"`` (one process) or a Redis URL
+(``redis://``, ``rediss://``, ``unix://``) for many workers and hosts.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .base import Backend
+from .base import CursorProblem
+from .base import Record
+from .memory import MemoryBackend
+
+__all__ = ["Backend", "CursorProblem", "MemoryBackend", "Record", "create_backend"]
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def create_backend(url: str, history: int, **options: t.Any) -> Backend:
+    """Return the backend that ``EVENTSTREAM_BACKEND`` names."""
+    if url == "memory":
+        return MemoryBackend(history)
+    if url.startswith(_REDIS_SCHEMES):
+        from .redis import RedisBackend
+
+        return RedisBackend(url, history, **options)
+    raise ValueError(
+        f"EVENTSTREAM_BACKEND {url!r} is not known. Use 'memory' or a Redis URL"
+        " such as 'redis://127.0.0.1:6379/0'."
+    )

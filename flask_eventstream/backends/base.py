@@ -1,0 +1,121 @@
+"""What every backend provides: ids, history and delivery to this worker.
+
+Ids have the form ``"<milliseconds>-<sequence>"``, the same form as Redis
+stream ids. One backend hands out a single increasing sequence of ids across
+all its channels, so one id is a complete cursor even for a subscription to
+several channels: everything after it, on every channel, is what the client
+has not seen. The millisecond part comes from the clock, so a cursor kept from
+an earlier process is older than anything a new process assigns and never
+hides new events.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from abc import ABC
+from abc import abstractmethod
+
+from ..event import Event
+
+#: An id in comparable form: ``(milliseconds, sequence)``.
+Key = tuple[int, int]
+
+_ID = re.compile(r"\A(\d{1,20})-(\d{1,20})\Z")
+
+
+def parse_id(value: str) -> Key | None:
+    """Return the key of an id string, or ``None`` if it is not one."""
+    match = _ID.match(value)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2])
+
+
+def format_id(key: Key) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+class Record:
+    """A stored event as it travels inside a worker: its channel, its key for
+    ordering and de-duplication, and the event whose bytes every client shares.
+    """
+
+    __slots__ = ("channel", "key", "event")
+
+    def __init__(self, channel: str, key: Key, event: Event) -> None:
+        self.channel = channel
+        self.key = key
+        self.event = event
+
+    def __repr__(self) -> str:
+        return f"Record({self.channel!r}, {format_id(self.key)!r}, {self.event!r})"
+
+
+class CursorProblem(Exception):
+    """A cursor that cannot be resumed from; ``reason`` says why.
+
+    ``"malformed"``: not an id; ``"unknown"``: never assigned by this backend
+    (another process's memory, a flushed Redis, or a future id);
+    ``"expired"``: older than the history still kept for a channel.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+#: Called by a backend for every event that reaches this worker.
+Deliver = t.Callable[[Record], None]
+
+
+class Backend(ABC):
+    """Stores events with ids and history, and delivers them to this worker.
+
+    The extension sets :attr:`deliver` before the first publish; a backend
+    calls it once for every event that reaches this worker, in id order.
+    """
+
+    deliver: Deliver
+
+    def __init__(self, history: int) -> None:
+        self.history = history
+        self.deliver = _nowhere
+
+    @abstractmethod
+    def append(self, channel: str, event: Event) -> Record:
+        """Store ``event`` on ``channel`` with a new id and return it. The
+        stored event is also delivered to every worker's listeners.
+        """
+
+    @abstractmethod
+    def head(self) -> Key:
+        """Return the newest id assigned, on any channel (a cursor that
+        resumes with the next event).
+        """
+
+    @abstractmethod
+    def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
+        """Return the stored events of ``channels`` after ``after``, in id
+        order.
+
+        :raises CursorProblem: if ``after`` cannot be resumed from.
+        """
+
+    def listen(self, channel: str) -> None:  # noqa: B027 - optional hook
+        """This worker has gained its first subscriber of ``channel``."""
+
+    def unlisten(self, channel: str) -> None:  # noqa: B027 - optional hook
+        """This worker has lost its last subscriber of ``channel``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and stop listeners."""
+
+    def stats(self) -> dict[str, t.Any]:
+        """Return backend figures for :meth:`EventStream.stats`."""
+        return {}
+
+
+def _nowhere(record: Record) -> None:
+    return None

@@ -1,0 +1,106 @@
+"""The in-process backend: a ring buffer of history per channel.
+
+It serves one process: a publish reaches the subscribers of the process that
+made it. Use the Redis backend as soon as there is more than one worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import typing as t
+
+from ..event import Event
+from .base import Backend
+from .base import CursorProblem
+from .base import format_id
+from .base import Key
+from .base import Record
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Channel:
+    __slots__ = ("events", "trimmed")
+
+    def __init__(self, history: int) -> None:
+        self.events: collections.deque[Record] = collections.deque(maxlen=history)
+        #: The key of the newest event pushed out of the history, if any.
+        self.trimmed: Key | None = None
+
+
+class MemoryBackend(Backend):
+    """Keeps the last ``history`` events of every channel in this process."""
+
+    def __init__(self, history: int) -> None:
+        super().__init__(history)
+        # Held while an id is assigned, stored and delivered, so that threads
+        # publishing at once deliver in id order (a subscriber drops any id at
+        # or below the last one it sent). Nothing inside waits or switches.
+        self._lock = threading.Lock()
+        self._channels: dict[str, _Channel] = {}
+        #: Ids at or below this were never assigned by this process.
+        self._boot: Key = (_now_ms(), 0)
+        self._last: Key = self._boot
+
+    def append(self, channel: str, event: Event) -> Record:
+        with self._lock:
+            now = _now_ms()
+            last = self._last
+            key = (now, 0) if now > last[0] else (last[0], last[1] + 1)
+            self._last = key
+            stored = Event(event.data, event.event, format_id(key))
+            record = Record(channel, key, stored)
+            history = self._channels.get(channel)
+            if history is None:
+                history = self._channels[channel] = _Channel(self.history)
+            events = history.events
+            if len(events) == events.maxlen and events:
+                history.trimmed = events[0].key
+            events.append(record)
+            self.deliver(record)
+        return record
+
+    def head(self) -> Key:
+        return self._last
+
+    def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
+        if after < self._boot:
+            raise CursorProblem(
+                "unknown",
+                "The cursor is older than this process: the history it points"
+                " into was kept in another process's memory.",
+            )
+        if after > self._last:
+            raise CursorProblem("unknown", "The cursor was never assigned here.")
+        found: list[Record] = []
+        with self._lock:
+            for channel in channels:
+                history = self._channels.get(channel)
+                if history is None:
+                    continue
+                if history.trimmed is not None and after < history.trimmed:
+                    raise CursorProblem(
+                        "expired",
+                        f"Events of channel {channel!r} after the cursor are no"
+                        " longer kept (EVENTSTREAM_HISTORY).",
+                    )
+                for record in reversed(history.events):
+                    if record.key <= after:
+                        break
+                    found.append(record)
+        found.sort(key=_by_key)
+        return found
+
+    def stats(self) -> dict[str, t.Any]:
+        return {
+            "backend": "memory",
+            "history": {name: len(c.events) for name, c in self._channels.items()},
+        }
+
+
+def _by_key(record: Record) -> Key:
+    return record.key

@@ -1,0 +1,163 @@
+"""One Server-Sent Event and its exact wire form.
+
+This module does no I/O and imports nothing from Flask, so the encoding can be
+tested, reused and reasoned about on its own. The rules follow the WHATWG
+"server-sent events" section of the HTML standard.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["Event"]
+
+#: Any of the three line breaks the standard accepts splits a data field.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _check_field(name: str, value: str, *, nul: bool = False) -> None:
+    if "\r" in value or "\n" in value:
+        raise ValueError(
+            f"Event {name} must not contain a line break (CR or LF): {value!r}."
+            f" A line break would end the {name} field and let the rest be read"
+            " as other fields."
+        )
+    if nul and "\0" in value:
+        raise ValueError(
+            f"Event {name} must not contain a NUL character: {value!r}."
+            " Browsers ignore an id that contains one."
+        )
+
+
+class Event:
+    """One Server-Sent Event.
+
+    :param data: the text delivered as ``MessageEvent.data``. Every line break
+        (``\\r\\n``, ``\\r`` or ``\\n``) starts a new ``data:`` line, so the
+        client receives the text with its line breaks normalised to ``\\n``.
+        An empty string still delivers one message with empty data.
+    :param event: the event type (``addEventListener(type, ...)`` on the
+        client); ``None`` sends an untyped ``message``.
+    :param id: the id the client sends back as ``Last-Event-ID`` when it
+        reconnects. ``""`` resets the client's id. Ids of published events are
+        assigned by the backend.
+    :param retry: the reconnection delay, in whole milliseconds, the client
+        should use from now on.
+    :param comment: a comment, ignored by clients. An event with only a
+        comment (empty data, no type, id or retry) is sent as comment lines
+        without the blank line that would dispatch an empty message.
+    :raises ValueError: if ``event`` or ``id`` contains a line break, ``id``
+        contains a NUL, or ``retry`` is not a non-negative ``int``.
+
+    The encoded form is computed once and cached, so one event sent to many
+    clients costs one encoding.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ("data", "event", "id", "retry", "comment", "_encoded")
+
+    data: str
+    event: str | None
+    id: str | None
+    retry: int | None
+    comment: str | None
+
+    def __init__(
+        self,
+        data: str = "",
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        if not isinstance(data, str):
+            raise TypeError(
+                f"Event data must be a str, not {type(data).__name__}."
+                " Serialise other values first, or pass them to"
+                " 'EventStream.publish', which sends them as JSON."
+            )
+        if event is not None:
+            _check_field("event", event)
+        if id is not None:
+            _check_field("id", id, nul=True)
+        if retry is not None and (
+            type(retry) is not int or retry < 0  # bool is an int: refuse it too
+        ):
+            raise ValueError(
+                f"Event retry must be a non-negative int of milliseconds,"
+                f" not {retry!r}."
+            )
+        if comment is not None and not isinstance(comment, str):
+            raise TypeError("Event comment must be a str.")
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+        self.comment = comment
+        self._encoded: bytes | None = None
+
+    @property
+    def is_comment(self) -> bool:
+        """Whether this event carries only a comment, so dispatches nothing."""
+        return (
+            self.comment is not None
+            and self.data == ""
+            and self.event is None
+            and self.id is None
+            and self.retry is None
+        )
+
+    def encode(self) -> bytes:
+        """Return the exact bytes of this event on the wire (UTF-8, no BOM)."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = self._build().encode("utf-8")
+        return encoded
+
+    def _build(self) -> str:
+        lines: list[str] = []
+        if self.comment is not None:
+            lines.extend(f": {line}" for line in _LINE_BREAK.split(self.comment))
+            if self.is_comment:
+                return "\n".join(lines) + "\n"
+        if self.id is not None:
+            lines.append(f"id: {self.id}")
+        if self.event is not None:
+            lines.append(f"event: {self.event}")
+        if self.retry is not None:
+            lines.append(f"retry: {self.retry}")
+        lines.extend(f"data: {line}" for line in _LINE_BREAK.split(self.data))
+        return "\n".join(lines) + "\n\n"
+
+    def to_dict(self) -> dict[str, str | None]:
+        """Return what an ``EventSource`` would deliver: ``id``, ``event`` and
+        ``data`` (line breaks normalised to ``\\n``). Used by the poll answers.
+        """
+        return {
+            "id": self.id,
+            "event": self.event or "message",
+            "data": "\n".join(_LINE_BREAK.split(self.data)),
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return (self.data, self.event, self.id, self.retry, self.comment) == (
+            other.data,
+            other.event,
+            other.id,
+            other.retry,
+            other.comment,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.data, self.event, self.id, self.retry, self.comment))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in ("data", "event", "id", "retry", "comment")
+            if getattr(self, name) not in (None, "") or name == "data"
+        )
+        return f"Event({fields})"

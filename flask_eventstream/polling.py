@@ -1,0 +1,105 @@
+"""Poll and long-poll answers: the same events as a stream, as JSON.
+
+A poll answers at once with the stored events after the cursor. A long-poll
+waits, up to ``EVENTSTREAM_POLL_TIMEOUT`` seconds or the smaller ``timeout=``,
+for at least one, and answers as soon as one arrives with everything that
+came with it. The answer carries the ``lastEventId`` to send back, so no
+server-side session is kept: any worker can answer any poll.
+
+While a long-poll waits, its body sends a space every heartbeat: JSON allows
+white space before a value, and the write finds a client that has gone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import typing as t
+
+from flask import request
+from flask import Response
+from werkzeug.exceptions import BadRequest
+
+from .backends.base import Record
+from .subscription import RESET_EVENT
+from .subscription import Subscription
+
+if t.TYPE_CHECKING:
+    from .streaming import _Options
+
+
+def poll_response(sub: Subscription, options: _Options, *, longpoll: bool) -> Response:
+    from .streaming import Body
+    from .streaming import cors_headers
+
+    state = sub._state
+    timeout = _timeout(state.poll_timeout) if longpoll else 0.0
+    if longpoll:
+        body: t.Iterable[bytes] = Body(_longpoll_body(sub, options, timeout), sub.close)
+    else:
+        records, announce = sub.replay()
+        body = [_answer(sub, records, announce, options)]
+    response = Response(body, mimetype="application/json", direct_passthrough=True)
+    response.headers["Cache-Control"] = "no-store"
+    cors_headers(response, state)
+    return response
+
+
+def _timeout(limit: float) -> float:
+    raw = request.args.get("timeout")
+    if raw is None:
+        return limit
+    try:
+        value = float(raw[:32])
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise BadRequest(
+            f"timeout must be a number of seconds from 0 to {limit:g}, not"
+            f" {raw[:32]!r}."
+        )
+    return min(value, limit)
+
+
+def _longpoll_body(
+    sub: Subscription, options: _Options, timeout: float
+) -> t.Generator[bytes, None, None]:
+    state = sub._state
+    try:
+        records, announce = sub.open()
+        deadline = time.monotonic() + timeout
+        while not records:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            fresh = sub.wait(min(remaining, options.heartbeat))
+            if fresh is None:
+                break
+            if fresh:
+                records = fresh
+            elif time.monotonic() < deadline:
+                yield b" "
+        state.count("delivered", len(records))
+        yield _answer(sub, records, announce, options)
+    finally:
+        sub.close()
+
+
+def _answer(
+    sub: Subscription, records: list[Record], announce: str | None, options: _Options
+) -> bytes:
+    records = records[: sub._state.poll_batch]
+    events = [record.event.to_dict() for record in records]
+    if records:
+        last: str | None = records[-1].event.id
+    else:
+        last = announce if announce is not None else sub.last_event_id
+    answer: dict[str, t.Any] = {
+        "events": events,
+        "lastEventId": last,
+        "retry": options.retry,
+    }
+    if events and events[0]["event"] == RESET_EVENT:
+        answer["reset"] = True
+    return json.dumps(answer, separators=(",", ":")).encode()

@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import httpx
+import pytest
+from flask import Flask
+
+from flask_eventstream import EventStream
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require(program: str) -> str:
+    """Fail, never skip, when a real part of the test setup is missing."""
+    path = shutil.which(program)
+    if path is None:
+        pytest.fail(
+            f"{program} is not installed; run 'bash scripts/test', which installs"
+            " what the tests need.",
+            pytrace=False,
+        )
+    return path
+
+
+class Server:
+    """A real HTTP server process serving ``tests/serverapp.py``.
+
+    ``kind`` is ``"gevent"`` (gunicorn's gevent worker, the target),
+    ``"gthread"`` (gunicorn's threaded worker) or ``"flask"`` (``flask run``,
+    the threaded development server).
+    """
+
+    def __init__(
+        self,
+        kind: str = "gevent",
+        *,
+        config: dict[str, t.Any] | None = None,
+        workers: int = 1,
+        app: str = "serverapp:app",
+        extra: t.Sequence[str] = (),
+    ) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.app = app
+        self.extra = list(extra)
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT)])
+        settings = {"HEARTBEAT": 0.5, "RETRY": 500}
+        settings.update(config or {})
+        for key, value in settings.items():
+            self.env[f"FLASK_EVENTSTREAM_{key}"] = (
+                value if isinstance(value, str) else _json(value)
+            )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        if self.kind == "flask":
+            return [
+                sys.executable, "-m", "flask", "--app", self.app, "run",
+                "--port", str(self.port), "--with-threads", "--no-reload",
+            ]  # fmt: skip
+        worker = {"gevent": "gevent", "gthread": "gthread"}[self.kind]
+        cmd = [
+            sys.executable, "-m", "gunicorn", "-k", worker,
+            "-b", f"127.0.0.1:{self.port}", "-w", str(self.workers),
+            "--graceful-timeout", "3", "--log-level", "warning",
+        ]  # fmt: skip
+        if worker == "gevent":
+            cmd += ["--worker-connections", "4000"]
+        else:
+            cmd += ["--threads", "64"]
+        return [*cmd, *self.extra, self.app]
+
+    def start(self, timeout: float = 20.0) -> Server:
+        self.proc = subprocess.Popen(
+            self.command(), env=self.env, cwd=TESTS, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} server exited: {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.kind} server did not start in {timeout}s")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout)
+
+    def publish(
+        self, channel: str, data: str = "{n}", *, count: int = 1, event: str | None = None
+    ) -> list[str]:
+        form = {"channel": channel, "data": data, "count": str(count)}
+        if event is not None:
+            form["event"] = event
+        response = httpx.post(self.url + "/publish", data=form, timeout=30)
+        response.raise_for_status()
+        return t.cast(list[str], response.json())
+
+    def stats(self) -> dict[str, t.Any]:
+        return t.cast(dict[str, t.Any], httpx.get(self.url + "/stats", timeout=5).json())
+
+    def wait_for(
+        self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float = 10.0
+    ) -> dict[str, t.Any]:
+        """Poll the server's stats until ``check`` holds; fail at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if check(stats):
+                return stats
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached in {timeout}s: {stats}")
+            time.sleep(0.05)
+
+
+def _json(value: t.Any) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@pytest.fixture(scope="module", params=["gevent", "gthread", "flask"])
+def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
+    """The core test server, under each kind of server the library supports."""
+    srv = Server(request.param, config={"QUEUE_SIZE": 50}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def app() -> Flask:
+    app = Flask("test")
+    app.config["EVENTSTREAM_HEARTBEAT"] = 0.2
+    app.testing = True
+    return app
+
+
+@pytest.fixture
+def events(app: Flask) -> EventStream:
+    return EventStream(app)
