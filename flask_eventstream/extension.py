@@ -19,6 +19,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from . import signals
 from .backends import create_backend
 from .bus import Bus
+from .cli import eventstream_cli
 from .event import Event
 from .subscription import Subscription
 
@@ -173,6 +174,7 @@ class EventStream:
         self._states[app] = state
         app.extensions["eventstream"] = self
         app.register_blueprint(_blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
+        app.cli.add_command(eventstream_cli)
 
     def _state(self, app: Flask | None = None) -> _State:
         if app is None:

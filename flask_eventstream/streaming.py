@@ -327,26 +327,29 @@ def _generator_body(
 ) -> t.Generator[bytes, None, None]:
     heartbeat = options.heartbeat
     try:
-        yield options.opening(None)
         runner.start()
+        yield options.opening(None)
         last_write = time.monotonic()
+        item = None
         while True:
-            item = runner.get(max(0.0, last_write + heartbeat - time.monotonic()))
+            if item is None:
+                item = runner.get(max(0.0, last_write + heartbeat - time.monotonic()))
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
             if item is None:
                 yield HEARTBEAT
-            elif item is _END:
-                return
-            elif isinstance(item, BaseException):
-                raise item
             else:
                 chunks = [item]
+                item = None
                 while True:  # coalesce what is already waiting into one write
                     try:
                         more = runner.chunks.get_nowait()
                     except queue.Empty:
                         break
                     if not isinstance(more, bytes):
-                        runner.chunks.put(more)  # an end or an error: next turn
+                        item = more  # an end or an error: after this write
                         break
                     chunks.append(more)
                 yield b"".join(chunks)

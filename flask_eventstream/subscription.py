@@ -165,6 +165,7 @@ class Subscription:
                 self,
                 len(queue),
             )
+            queue.clear()  # free the memory now, not when the writer wakes
             self._detach()
         else:
             queue.append(record)

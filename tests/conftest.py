@@ -86,7 +86,7 @@ class Server:
         if worker == "gevent":
             cmd += ["--worker-connections", "4000"]
         else:
-            cmd += ["--threads", "64"]
+            cmd += ["--threads", "520"]  # one thread per open stream
         return [*cmd, *self.extra, self.app]
 
     def start(self, timeout: float = 20.0) -> Server:
@@ -118,7 +118,12 @@ class Server:
             self.proc.wait(timeout)
 
     def publish(
-        self, channel: str, data: str = "{n}", *, count: int = 1, event: str | None = None
+        self,
+        channel: str,
+        data: str = "{n}",
+        *,
+        count: int = 1,
+        event: str | None = None,
     ) -> list[str]:
         form = {"channel": channel, "data": data, "count": str(count)}
         if event is not None:
@@ -128,7 +133,9 @@ class Server:
         return t.cast(list[str], response.json())
 
     def stats(self) -> dict[str, t.Any]:
-        return t.cast(dict[str, t.Any], httpx.get(self.url + "/stats", timeout=5).json())
+        return t.cast(
+            dict[str, t.Any], httpx.get(self.url + "/stats", timeout=5).json()
+        )
 
     def wait_for(
         self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float = 10.0
@@ -153,7 +160,7 @@ def _json(value: t.Any) -> str:
 @pytest.fixture(scope="module", params=["gevent", "gthread", "flask"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     """The core test server, under each kind of server the library supports."""
-    srv = Server(request.param, config={"QUEUE_SIZE": 50}).start()
+    srv = Server(request.param, config={"QUEUE_SIZE": 50, "HISTORY": 300}).start()
     yield srv
     srv.stop()
 

@@ -45,7 +45,9 @@ def create_app() -> Flask:
         ids = []
         for n in range(count):
             data = request.form.get("data", "{n}").replace("{n}", str(n))
-            ids.append(events.publish(channel, data, event=request.form.get("event")).id)
+            ids.append(
+                events.publish(channel, data, event=request.form.get("event")).id
+            )
         return jsonify(ids)
 
     @app.get("/stats")

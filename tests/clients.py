@@ -1,0 +1,137 @@
+"""Test clients that read what a real server sends, byte for byte."""
+
+from __future__ import annotations
+
+import socket
+import time
+import typing as t
+
+from flask_eventstream import Event
+from flask_eventstream.testing import Parser
+
+
+class RawStream:
+    """An HTTP/1.1 GET over a plain socket: the head as sent, then the body
+    de-chunked, with a deadline on every read.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        headers: t.Mapping[str, str] | None = None,
+        *,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, int(port)))
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self._buffer = b""
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.raw_head = b""
+        self.chunked = False
+        self._remaining = 0  # bytes left in the current chunk
+        self.ended = False
+        self.parser = Parser()
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("the server closed the connection")
+        return data
+
+    def read_head(self) -> RawStream:
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += self._recv()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        self.raw_head = head
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split()[1])
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.chunked = self.headers.get("transfer-encoding") == "chunked"
+        return self
+
+    def read_body(self) -> bytes:
+        """Return the next body bytes the server sent (at least one byte), or
+        ``b""`` once the body has ended.
+        """
+        if not self.status:
+            self.read_head()
+        if self.ended:
+            return b""
+        if not self.chunked:
+            if not self._buffer:
+                try:
+                    self._buffer = self._recv()
+                except EOFError:
+                    self.ended = True
+                    return b""
+            data, self._buffer = self._buffer, b""
+            return data
+        while True:
+            if self._remaining:
+                if not self._buffer:
+                    self._buffer = self._recv()
+                data = self._buffer[: self._remaining]
+                self._buffer = self._buffer[len(data) :]
+                self._remaining -= len(data)
+                if not self._remaining:
+                    self._buffer = self._skip_crlf(self._buffer)
+                return data
+            while b"\r\n" not in self._buffer:
+                self._buffer += self._recv()
+            size_line, self._buffer = self._buffer.split(b"\r\n", 1)
+            size = int(size_line.split(b";")[0], 16)
+            if size == 0:
+                self.ended = True
+                return b""
+            self._remaining = size
+
+    def _skip_crlf(self, buffer: bytes) -> bytes:
+        while len(buffer) < 2:
+            buffer += self._recv()
+        assert buffer[:2] == b"\r\n", buffer[:10]
+        return buffer[2:]
+
+    def read_exactly(self, expected: bytes) -> bytes:
+        """Read until ``len(expected)`` body bytes arrived; return them."""
+        got = b""
+        while len(got) < len(expected):
+            data = self.read_body()
+            if not data:
+                break
+            got += data
+        return got
+
+    def events(self, count: int) -> list[Event]:
+        """Read until ``count`` events have been dispatched."""
+        found: list[Event] = []
+        while len(found) < count:
+            data = self.read_body()
+            if not data:
+                raise EOFError(f"the stream ended after {len(found)} events")
+            found += self.parser.feed(data)
+        return found
+
+    def read_to_end(self, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        got = b""
+        while time.monotonic() < deadline:
+            data = self.read_body()
+            if not data:
+                return got
+            got += data
+        raise TimeoutError("the stream did not end")
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,337 @@
+"""``@stream`` views through the Flask test client."""
+
+from __future__ import annotations
+
+import json
+import typing as t
+
+import pytest
+from flask import Flask
+from flask import request
+from flask.testing import FlaskClient
+
+from flask_eventstream import Event
+from flask_eventstream import EventStream
+from flask_eventstream import stream
+from flask_eventstream.testing import iter_events
+from flask_eventstream.testing import parse
+
+
+@pytest.fixture
+def client(app: Flask, events: EventStream) -> FlaskClient:
+    @events.authorize
+    def authorize(channel: str) -> bool:
+        return channel != "secret"
+
+    @app.get("/sub/<channels>")
+    @stream
+    def sub(channels: str) -> t.Any:
+        return events.subscribe(*channels.split(","))
+
+    return app.test_client()
+
+
+def publish(app: Flask, events: EventStream, channel: str, data: str) -> Event:
+    with app.app_context():
+        return events.publish(channel, data)
+
+
+def read_all(client: FlaskClient, url: str, **kwargs: t.Any) -> bytes:
+    with client.get(url, buffered=False, **kwargs) as rv:
+        return b"".join(rv.response)
+
+
+def test_generator_view_items(app: Flask, events: EventStream) -> None:
+    @app.get("/g")
+    @stream(retry=1000, headers={"X-Extra": "1"})
+    def g() -> t.Any:
+        yield Event("e", event="t")
+        yield "text"
+        yield b"data: raw\n\n"
+        yield {"data": {"n": 1}, "event": "json"}
+        yield {"data": "plain", "id": "9"}
+
+    rv = app.test_client().get("/g")
+    assert rv.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert rv.headers["Cache-Control"] == "no-cache"
+    assert rv.headers["X-Accel-Buffering"] == "no"
+    assert rv.headers["X-Extra"] == "1"
+    assert "Content-Length" not in rv.headers
+    assert "Connection" not in rv.headers
+    assert rv.data == (
+        b"retry: 1000\n\n"
+        b"event: t\ndata: e\n\n"
+        b"data: text\n\n"
+        b"data: raw\n\n"
+        b'event: json\ndata: {"n": 1}\n\n'
+        b"id: 9\ndata: plain\n\n"
+    )
+
+
+def test_generator_view_keeps_request_context(app: Flask, events: EventStream) -> None:
+    @app.get("/who")
+    @stream
+    def who() -> t.Any:
+        yield request.args["name"]
+
+    assert parse(app.test_client().get("/who?name=ada").data) == [Event("ada", id="")]
+
+
+def test_generator_view_error_reaches_the_server(
+    app: Flask, events: EventStream
+) -> None:
+    @app.get("/boom")
+    @stream
+    def boom() -> t.Any:
+        yield "one"
+        raise LookupError("boom")
+
+    with app.test_client().get("/boom", buffered=False) as rv:
+        chunks = iter(rv.response)
+        assert next(chunks) + next(chunks) == b"retry: 3000\n\ndata: one\n\n"
+        with pytest.raises(LookupError, match="boom"):
+            next(chunks)
+
+
+def test_heartbeat_while_generator_blocks(app: Flask, events: EventStream) -> None:
+    import threading
+
+    release = threading.Event()
+
+    @app.get("/wait")
+    @stream(heartbeat=0.05)
+    def wait() -> t.Any:
+        release.wait(5)
+        yield "late"
+
+    with app.test_client().get("/wait", buffered=False) as rv:
+        chunks = iter(rv.response)
+        assert next(chunks) == b"retry: 3000\n\n"
+        assert next(chunks) == b":\n"  # the view still blocks: keep-alive
+        assert next(chunks) == b":\n"
+        release.set()
+        rest = b"".join(chunks)
+    assert rest.endswith(b"data: late\n\n")
+    assert parse(b":\n:\n" + rest) == [Event("late", id="")]
+
+
+def test_view_may_answer_204_to_stop_reconnects(
+    app: Flask, events: EventStream
+) -> None:
+    @app.get("/bye")
+    @stream
+    def bye() -> t.Any:
+        return "", 204
+
+    assert app.test_client().get("/bye").status_code == 204
+
+
+def test_view_returning_other_things_is_a_type_error(
+    app: Flask, events: EventStream
+) -> None:
+    @app.get("/bad")
+    @stream
+    def bad() -> t.Any:
+        return "text"
+
+    with pytest.raises(TypeError, match="Subscription"):
+        app.test_client().get("/bad")
+
+
+def test_stream_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="heartbeat"):
+        stream(heartbeat=0)
+    with pytest.raises(ValueError, match="retry"):
+        stream(retry=-5)
+
+
+def test_fresh_client_gets_head_id_then_live(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    before = publish(app, events, "a", "old")
+    with client.get("/sub/a", buffered=False) as rv:
+        chunks = iter(rv.response)
+        assert next(chunks) == f"retry: 3000\nid: {before.id}\n\n".encode()
+        live = publish(app, events, "a", "new")
+        assert next(chunks) == f"id: {live.id}\ndata: new\n\n".encode()
+
+
+def test_resume_replays_after_cursor(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    sent = [publish(app, events, "a", str(n)) for n in range(5)]
+    with client.get(
+        "/sub/a", buffered=False, headers={"Last-Event-ID": sent[1].id}
+    ) as rv:
+        got = iter_events(rv, timeout=2)
+        assert [next(got).data for _ in range(3)] == ["2", "3", "4"]
+        publish(app, events, "a", "5")
+        assert next(got).data == "5"
+
+
+def test_resume_from_query_parameter(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    sent = [publish(app, events, "a", str(n)) for n in range(3)]
+    with client.get(f"/sub/a?lastEventId={sent[0].id}", buffered=False) as rv:
+        got = iter_events(rv, timeout=2)
+        assert [next(got).id for _ in range(2)] == [sent[1].id, sent[2].id]
+
+
+def test_multi_channel_resume_in_id_order(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    start = publish(app, events, "x", "start")
+    published = [
+        publish(app, events, channel, f"{channel}{n}")
+        for n in range(3)
+        for channel in ("a", "b", "c")
+    ]
+    with client.get(
+        "/sub/a,b", buffered=False, headers={"Last-Event-ID": start.id}
+    ) as rv:
+        got = iter_events(rv, timeout=2)
+        expected = [e.data for e in published if e.data[0] in "ab"]
+        assert [next(got).data for _ in expected] == expected
+
+
+@pytest.mark.parametrize(
+    ("cursor", "reason"),
+    [("garbage", "malformed"), ("1-0", "unknown"), ("99999999999999-0", "unknown")],
+)
+def test_unusable_cursor_resets_then_goes_live(
+    app: Flask, events: EventStream, client: FlaskClient, cursor: str, reason: str
+) -> None:
+    publish(app, events, "a", "before")
+    with client.get("/sub/a", buffered=False, headers={"Last-Event-ID": cursor}) as rv:
+        assert rv.status_code == 200
+        got = iter_events(rv, timeout=2)
+        reset = next(got)
+        assert reset.event == "eventstream-reset"
+        assert json.loads(reset.data)["reason"] == reason
+        live = publish(app, events, "a", "after")
+        assert next(got) == Event("after", id=live.id)
+
+
+def test_expired_cursor_resets(app: Flask) -> None:
+    app.config["EVENTSTREAM_HISTORY"] = 3
+    events = EventStream(app)
+
+    @app.get("/s")
+    @stream
+    def s() -> t.Any:
+        return events.subscribe("a")
+
+    sent = [publish(app, events, "a", str(n)) for n in range(6)]
+    with app.test_client().get(
+        "/s", buffered=False, headers={"Last-Event-ID": sent[1].id}
+    ) as rv:
+        reset = next(iter_events(rv, timeout=2))
+    assert reset.event == "eventstream-reset"
+    assert json.loads(reset.data)["reason"] == "expired"
+    assert reset.id == sent[-1].id
+    # Still within the kept history: a normal replay.
+    with app.test_client().get(
+        "/s", buffered=False, headers={"Last-Event-ID": sent[2].id}
+    ) as rv:
+        got = iter_events(rv, timeout=2)
+        assert [next(got).data for _ in range(3)] == ["3", "4", "5"]
+
+
+def test_last_event_id_header_is_read_as_utf8(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    raw = "\u00e9t\u00e9".encode().decode("latin-1")  # how Werkzeug hands it over
+    with client.get("/sub/a", buffered=False, headers={"Last-Event-ID": raw}) as rv:
+        reset = next(iter_events(rv, timeout=2))
+    assert json.loads(reset.data)["cursor"] == "\u00e9t\u00e9"
+
+
+@pytest.mark.parametrize(
+    ("url", "headers", "status", "message"),
+    [
+        ("/sub/secret", {}, 403, b"Not allowed"),
+        ("/sub/a,secret", {}, 403, b"Not allowed"),
+        ("/sub/bad%20name", {}, 400, b"Invalid channel"),
+        ("/sub/" + ",".join(f"c{n}" for n in range(33)), {}, 400, b"MAX_CHANNELS"),
+        ("/sub/a", {"Last-Event-ID": "1" * 65}, 400, b"cursor"),
+        ("/sub/a?transport=carrier-pigeon", {}, 400, b"Unknown transport"),
+    ],
+)
+def test_bad_requests_are_clear_errors(
+    client: FlaskClient, url: str, headers: dict[str, str], status: int, message: bytes
+) -> None:
+    rv = client.get(url, headers=headers)
+    assert rv.status_code == status
+    assert message in rv.data
+
+
+def test_builtin_endpoint_needs_authorize(app: Flask, events: EventStream) -> None:
+    rv = app.test_client().get("/events/news")
+    assert rv.status_code == 403
+    assert b"authorize" in rv.data
+
+
+def test_builtin_endpoint_can_be_turned_off() -> None:
+    app = Flask("off")
+    app.config["EVENTSTREAM_URL_PREFIX"] = None
+    EventStream(app)
+    client = app.test_client()
+    assert client.get("/events/news").status_code == 404
+    with app.test_request_context():
+        from flask import url_for
+
+        assert url_for("eventstream.static", filename="eventstream.js").endswith(
+            "/eventstream.js"
+        )
+
+
+def test_slow_reader_is_dropped_and_resumes(app: Flask) -> None:
+    app.config["EVENTSTREAM_QUEUE_SIZE"] = 5
+    events = EventStream(app)
+
+    @app.get("/s")
+    @stream
+    def s() -> t.Any:
+        return events.subscribe("a")
+
+    with app.test_client().get("/s", buffered=False) as rv:
+        chunks = iter(rv.response)
+        opening = next(chunks)
+        sent = [publish(app, events, "a", str(n)) for n in range(10)]
+        assert list(chunks) == []  # dropped: the stream ended, publish raised nothing
+    with app.app_context():
+        assert events.stats()["counters"]["dropped"] == 1
+        assert events.stats()["connections"] == 0
+    cursor = opening.split(b"id: ")[1].split(b"\n")[0].decode()
+    with app.test_client().get(
+        "/s", buffered=False, headers={"Last-Event-ID": cursor}
+    ) as rv:
+        got = iter_events(rv, timeout=2)
+        assert [next(got).id for _ in sent] == [e.id for e in sent]
+
+
+def test_generator_view_iterating_a_subscription_ends_with_the_stream(
+    app: Flask, events: EventStream
+) -> None:
+    import threading
+
+    from flask_eventstream import signals
+
+    @app.get("/wrapped")
+    @stream
+    def wrapped() -> t.Any:
+        for event in events.subscribe("a"):
+            yield Event(event.data.upper(), id=event.id)
+
+    connected = threading.Event()
+    with signals.client_connected.connected_to(lambda *a, **k: connected.set(), app):
+        with app.test_client().get("/wrapped", buffered=False) as rv:
+            chunks = iter(rv.response)
+            assert next(chunks) == b"retry: 3000\n\n"
+            assert connected.wait(5)  # the view's own thread has subscribed
+            sent = publish(app, events, "a", "hi")
+            assert next(chunks) == f"id: {sent.id}\ndata: HI\n\n".encode()
+    # Closing the stream closed the subscription the view was waiting on.
+    with app.app_context():
+        assert events.stats()["connections"] == 0
