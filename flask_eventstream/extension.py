@@ -21,6 +21,8 @@ from .backends import create_backend
 from .bus import Bus
 from .cli import eventstream_cli
 from .event import Event
+from .streaming import preflight
+from .streaming import stream
 from .subscription import Subscription
 
 logger = logging.getLogger("flask_eventstream")
@@ -40,6 +42,7 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_POLL_TIMEOUT": 25.0,
     "EVENTSTREAM_POLL_BATCH": 500,
     "EVENTSTREAM_CORS_ORIGINS": None,
+    "EVENTSTREAM_CORS_CREDENTIALS": False,
 }
 
 #: Channel names: letters, digits and ``_ . : -``, 1 to 128 characters. They
@@ -101,6 +104,7 @@ class _State:
         if isinstance(origins, str):
             origins = [origins]
         self.cors_origins: frozenset[str] = frozenset(origins or ())
+        self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
         self.bus = Bus()
         self.backend = create_backend(config["EVENTSTREAM_BACKEND"], self.history)
         self.backend.deliver = self.bus.deliver
@@ -157,7 +161,9 @@ class EventStream:
         - ``EVENTSTREAM_POLL_TIMEOUT``: longest long-poll wait, in seconds.
         - ``EVENTSTREAM_POLL_BATCH``: most events in one poll answer.
         - ``EVENTSTREAM_CORS_ORIGINS``: origins allowed to read streams from
-          other sites; none by default.
+          other sites (a list, or ``"*"``); none by default.
+        - ``EVENTSTREAM_CORS_CREDENTIALS``: whether those origins may send
+          cookies (``Access-Control-Allow-Credentials``).
 
         :raises RuntimeError: if an ``EventStream`` is already registered on
             ``app``.
@@ -175,6 +181,7 @@ class EventStream:
         app.extensions["eventstream"] = self
         app.register_blueprint(_blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
         app.cli.add_command(eventstream_cli)
+        app.after_request(preflight)
 
     def _state(self, app: Flask | None = None) -> _State:
         if app is None:
@@ -329,7 +336,6 @@ def _request_cursor() -> str | None:
 
 
 def _blueprint(prefix: str | None) -> Blueprint:
-    from .streaming import stream
 
     bp = Blueprint(
         "eventstream",

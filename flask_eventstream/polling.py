@@ -6,8 +6,10 @@ for at least one, and answers as soon as one arrives with everything that
 came with it. The answer carries the ``lastEventId`` to send back, so no
 server-side session is kept: any worker can answer any poll.
 
-While a long-poll waits, its body sends a space every heartbeat: JSON allows
-white space before a value, and the write finds a client that has gone.
+While a long-poll waits, its body sends a space at once and then every
+heartbeat: JSON allows white space before a value, the first one sends the
+response head (so the client knows it is connected), and each write finds a
+client that has gone.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ def _longpoll_body(
     state = sub._state
     try:
         records, announce = sub.open()
+        if not records:
+            yield b" "  # the head goes out now: the client knows it is connected
         deadline = time.monotonic() + timeout
         while not records:
             remaining = deadline - time.monotonic()

@@ -93,6 +93,7 @@ def stream(
             rv = fn(*args, **kwargs)
             return respond(rv, heartbeat=heartbeat, retry=retry, headers=headers)
 
+        wrapper._eventstream = True  # type: ignore[attr-defined]
         return t.cast(F, wrapper)
 
     if view is not None:
@@ -154,17 +155,37 @@ def sse_response(
     return response
 
 
-def cors_headers(response: Response, state: _State) -> None:
-    """Allow the request's origin to read the answer, if it is configured."""
-    if not state.cors_origins:
-        return
+def cors_headers(response: BaseResponse, state: _State) -> None:
+    """Let the request's origin read the answer, if it is configured; and
+    answer a preflight, which asks whether ``Last-Event-ID`` may be sent.
+    """
     origin = request.headers.get("Origin")
-    if origin is None:
+    if origin is None or not state.cors_origins:
         return
-    if origin in state.cors_origins or "*" in state.cors_origins:
+    response.vary.add("Origin")
+    if "*" in state.cors_origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    elif origin in state.cors_origins:
         response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.vary.add("Origin")
+        if state.cors_credentials:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+    else:
+        return
+    if request.method == "OPTIONS":
+        response.headers["Access-Control-Allow-Methods"] = "GET"
+        response.headers["Access-Control-Allow-Headers"] = "Last-Event-ID"
+        response.headers["Access-Control-Max-Age"] = "600"
+
+
+def preflight(response: BaseResponse) -> BaseResponse:
+    """``after_request``: CORS headers on the automatic ``OPTIONS`` answer of
+    a :func:`stream` view (Flask answers it without calling the view).
+    """
+    if request.method == "OPTIONS" and request.endpoint is not None:
+        view = current_app.view_functions.get(request.endpoint)
+        if getattr(view, "_eventstream", False):
+            cors_headers(response, current_app.extensions["eventstream"]._state())
+    return response
 
 
 class Body:

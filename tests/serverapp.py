@@ -11,6 +11,7 @@ import typing as t
 
 from flask import Flask
 from flask import jsonify
+from flask import render_template
 from flask import request
 
 from flask_eventstream import Event
@@ -67,6 +68,16 @@ def create_app() -> Flask:
         yield "first"
         time.sleep(float(request.args.get("pause", 2)))
         yield "second"
+
+    @app.get("/page/<mode>")
+    def page(mode: str) -> t.Any:
+        url = request.args.get("url", "/events/browser")
+        return render_template("page.html", mode=mode, url=url)
+
+    @app.get("/generator")
+    @stream
+    def generator() -> t.Any:
+        yield "only a stream"
 
     @app.get("/gone")
     @stream

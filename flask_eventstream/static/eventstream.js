@@ -26,7 +26,7 @@
     this.onopen = null;
     this.onmessage = null;
     this.onerror = null;
-    this._types = {};
+    this._types = {};  // event types forwarded from the native EventSource
     this._native = null;
     this._abort = null;
     this._timer = null;
@@ -57,8 +57,7 @@
 
   proto.addEventListener = function (type, listener, options) {
     this._target.addEventListener(type, listener, options);
-    if (this._native && !this._types[type]) this._forward(type);
-    this._types[type] = true;
+    if (this._native) this._forward(type);
   };
   proto.removeEventListener = function (type, listener, options) {
     this._target.removeEventListener(type, listener, options);
@@ -94,11 +93,11 @@
       self.dispatchEvent(new Event("error"));
     };
     this._forward("message");
-    for (var type in this._types) this._forward(type);
   };
 
   proto._forward = function (type) {
     var self = this;
+    if (this._types[type]) return;  // one forwarder per type
     this._types[type] = true;
     this._native.addEventListener(type, function (e) {
       self.lastEventId = e.lastEventId;
@@ -140,15 +139,15 @@
         return null;
       }
       if (!response.ok) throw new Error("HTTP " + response.status);
+      if (self.readyState === CONNECTING) {
+        self.readyState = OPEN;
+        self.dispatchEvent(new Event("open"));
+      }
       return response.json();
     }).then(function (answer) {
       if (answer === null || self.readyState === CLOSED) return;
       self._failures = 0;
       if (typeof answer.retry === "number") self._retry = answer.retry;
-      if (self.readyState !== OPEN) {
-        self.readyState = OPEN;
-        self.dispatchEvent(new Event("open"));
-      }
       var origin = url.origin;
       for (var i = 0; i < answer.events.length && self.readyState !== CLOSED; i++) {
         var item = answer.events[i];

@@ -1,0 +1,135 @@
+"""A real headless Chromium receives the same events on every transport."""
+
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+from clients import Proxy
+from conftest import require
+from conftest import Server
+from playwright.sync_api import Browser
+from playwright.sync_api import Page
+from playwright.sync_api import sync_playwright
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> t.Iterator[Browser]:
+    executable = require("chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> t.Iterator[Server]:
+    srv = Server("gevent", config={"RETRY": 300}).start()
+    yield srv
+    srv.stop()
+
+
+def open_page(browser: Browser, url: str) -> Page:
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(url)
+    page.wait_for_function("window.opened >= 1")
+    return page
+
+
+def received(page: Page) -> list[dict[str, str]]:
+    return t.cast(list[dict[str, str]], page.evaluate("window.received"))
+
+
+def test_every_mode_receives_the_same_500_events(
+    browser: Browser, server: Server
+) -> None:
+    modes = ["native", "auto", "fallback", "poll"]
+    pages = {
+        mode: open_page(browser, f"{server.url}/page/{mode}?url=/events/browser")
+        for mode in modes
+    }
+    assert pages["fallback"].evaluate("window.source.transport") == "longpoll"
+    assert pages["auto"].evaluate("window.source.transport") == "eventsource"
+    expected = []
+    for batch in range(50):
+        kind = "tick" if batch % 2 else None
+        data = f"batch {batch}\nline \u00e9\u2603 {{n}}"
+        for n, id in enumerate(server.publish("browser", data, count=10, event=kind)):
+            expected.append(
+                {
+                    "id": id,
+                    "type": kind or "message",
+                    "data": data.replace("{n}", str(n)),
+                }
+            )
+    for mode, page in pages.items():
+        page.wait_for_function("window.received.length >= 500")
+        assert received(page) == expected, mode
+        if mode != "native":  # EventSource keeps it private; our client shows it
+            last = page.evaluate("window.source.lastEventId")
+            assert last == expected[-1]["id"], mode
+        page.close()
+
+
+@pytest.mark.parametrize("mode", ["native", "auto", "fallback"])
+def test_page_survives_a_dropped_connection(
+    browser: Browser, server: Server, mode: str
+) -> None:
+    proxy = Proxy(server.port)
+    channel = f"drop-{mode}"
+    try:
+        page = open_page(browser, f"{proxy.url}/page/{mode}?url=/events/{channel}")
+        first = server.publish(channel, "before{n}", count=3)
+        page.wait_for_function("window.received.length >= 3")
+        assert proxy.cut() >= 1
+        # Published while the page has no connection: replayed on reconnect.
+        during = server.publish(channel, "during{n}", count=3)
+        page.wait_for_function("window.opened >= 2")
+        after = server.publish(channel, "after{n}", count=3)
+        page.wait_for_function("window.received.length >= 9")
+        assert [e["id"] for e in received(page)] == first + during + after
+        assert page.evaluate("window.errors") >= 1
+        page.close()
+    finally:
+        proxy.close()
+
+
+def test_close_stops_requests(browser: Browser, server: Server) -> None:
+    page = open_page(browser, f"{server.url}/page/poll?url=/events/closing")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    state = page.evaluate("window.source.close(); window.source.readyState")
+    assert state == 2
+    server.publish("closing", "after close")
+    page.wait_for_timeout(1000)  # three poll intervals: any request would show
+    assert [url for url in requests if "/events/closing" in url] == []
+    assert received(page) == []
+    page.close()
+
+
+def test_module_import(browser: Browser, server: Server) -> None:
+    page = browser.new_page()
+    page.goto(f"{server.url}/health")
+    kind = page.evaluate(
+        """async () => {
+            const m = await import("/events/static/eventstream.mjs");
+            return [typeof m.EventStreamClient, m.default === m.EventStreamClient];
+        }"""
+    )
+    assert kind == ["function", True]
+    page.close()
