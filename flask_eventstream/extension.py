@@ -43,6 +43,8 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_POLL_BATCH": 500,
     "EVENTSTREAM_CORS_ORIGINS": None,
     "EVENTSTREAM_CORS_CREDENTIALS": False,
+    "EVENTSTREAM_HISTORY_TTL": None,
+    "EVENTSTREAM_REDIS_PREFIX": "eventstream:",
 }
 
 #: Channel names: letters, digits and ``_ . : -``, 1 to 128 characters. They
@@ -106,7 +108,15 @@ class _State:
         self.cors_origins: frozenset[str] = frozenset(origins or ())
         self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
         self.bus = Bus()
-        self.backend = create_backend(config["EVENTSTREAM_BACKEND"], self.history)
+        ttl = config["EVENTSTREAM_HISTORY_TTL"]
+        if ttl is not None:
+            ttl = _positive(config, "EVENTSTREAM_HISTORY_TTL", float)
+        self.backend = create_backend(
+            config["EVENTSTREAM_BACKEND"],
+            self.history,
+            ttl=ttl,
+            prefix=config["EVENTSTREAM_REDIS_PREFIX"],
+        )
         self.backend.deliver = self.bus.deliver
         self.connections = 0
         self.counters: dict[str, int] = dict.fromkeys(
@@ -148,6 +158,9 @@ class EventStream:
 
         - ``EVENTSTREAM_BACKEND``: ``"memory"`` or a Redis URL.
         - ``EVENTSTREAM_HISTORY``: events kept per channel for resume.
+        - ``EVENTSTREAM_HISTORY_TTL``: with Redis, seconds after a channel's
+          last event that its history expires; ``None`` keeps it.
+        - ``EVENTSTREAM_REDIS_PREFIX``: the prefix of every Redis key.
         - ``EVENTSTREAM_HEARTBEAT``: seconds of silence before a keep-alive.
         - ``EVENTSTREAM_RETRY``: milliseconds sent as ``retry:``, or ``None``.
         - ``EVENTSTREAM_URL_PREFIX``: the built-in endpoint's prefix, or

@@ -22,8 +22,10 @@ import typing as t
 from flask import request
 from flask import Response
 from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import ServiceUnavailable
 
 from .backends.base import Record
+from .errors import BackendUnavailable
 from .subscription import RESET_EVENT
 from .subscription import Subscription
 
@@ -37,10 +39,17 @@ def poll_response(sub: Subscription, options: _Options, *, longpoll: bool) -> Re
 
     state = sub._state
     timeout = _timeout(state.poll_timeout) if longpoll else 0.0
+    try:
+        records, announce = sub.open() if longpoll else sub.replay()
+    except BackendUnavailable as error:
+        sub.close()
+        unavailable = ServiceUnavailable(f"Events cannot be read now: {error}")
+        unavailable.retry_after = 2
+        raise unavailable from None
     if longpoll:
-        body: t.Iterable[bytes] = Body(_longpoll_body(sub, options, timeout), sub.close)
+        gen = _longpoll_body(sub, options, timeout, records, announce)
+        body: t.Iterable[bytes] = Body(gen, sub.close)
     else:
-        records, announce = sub.replay()
         body = [_answer(sub, records, announce, options)]
     response = Response(body, mimetype="application/json", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
@@ -65,11 +74,14 @@ def _timeout(limit: float) -> float:
 
 
 def _longpoll_body(
-    sub: Subscription, options: _Options, timeout: float
+    sub: Subscription,
+    options: _Options,
+    timeout: float,
+    records: list[Record],
+    announce: str | None,
 ) -> t.Generator[bytes, None, None]:
     state = sub._state
     try:
-        records, announce = sub.open()
         if not records:
             yield b" "  # the head goes out now: the client knows it is connected
         deadline = time.monotonic() + timeout

@@ -35,6 +35,8 @@ from flask.globals import request_ctx
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
+from .backends.base import Record
+from .errors import BackendUnavailable
 from .event import Event
 from .subscription import opened_here
 from .subscription import Subscription
@@ -123,7 +125,18 @@ def respond(
             from .polling import poll_response
 
             return poll_response(rv, options, longpoll=transport == "longpoll")
-        body = Body(_subscription_body(rv, options), rv.close)
+        try:
+            # Connect and read history now, in the view: a failure is still
+            # an answer, and the body starts with what it read.
+            records, announce = rv.open()
+        except BackendUnavailable as error:
+            rv.close()
+            state.logger.warning("Stream of %s not opened: %s", rv, error)
+            # 200, a retry hint and the end: EventSource gives up for good on
+            # any other status, and this must be a pause, not the end.
+            pause = options.opening(None) + b": the backend is unavailable\n"
+            return sse_response([pause], state, headers)
+        body = Body(_subscription_body(rv, options, records, announce), rv.close)
     elif isinstance(rv, (str, bytes, dict)) or not hasattr(rv, "__iter__"):
         raise TypeError(
             "A view decorated with @stream must return a Subscription, an"
@@ -215,10 +228,11 @@ class Body:
             self._busy = False
 
     def close(self) -> None:
-        if self._busy:
-            self._wake()
-        else:
+        if not self._busy:
             self._gen.close()
+        # Also when the body never started (a HEAD request, a failed write of
+        # the head): what the view opened is closed all the same.
+        self._wake()
 
 
 class _Options:
@@ -241,12 +255,14 @@ class _Options:
 
 
 def _subscription_body(
-    sub: Subscription, options: _Options
+    sub: Subscription,
+    options: _Options,
+    records: list[Record],
+    announce: str | None,
 ) -> t.Generator[bytes, None, None]:
     state = sub._state
     heartbeat = options.heartbeat
     try:
-        records, announce = sub.open()
         chunk = options.opening(announce)
         if records:
             chunk += b"".join([record.event.encode() for record in records])

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import typing as t
-
 from .base import Backend
 from .base import CursorProblem
 from .base import Record
@@ -18,14 +16,19 @@ __all__ = ["Backend", "CursorProblem", "MemoryBackend", "Record", "create_backen
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def create_backend(url: str, history: int, **options: t.Any) -> Backend:
+def create_backend(
+    url: str, history: int, *, ttl: float | None = None, prefix: str = "eventstream:"
+) -> Backend:
     """Return the backend that ``EVENTSTREAM_BACKEND`` names."""
+    if not isinstance(url, str):
+        raise ValueError(f"EVENTSTREAM_BACKEND must be a str, not {url!r}.")
     if url == "memory":
         return MemoryBackend(history)
     if url.startswith(_REDIS_SCHEMES):
+        # Imported only here: the redis package is an optional extra.
         from .redis import RedisBackend
 
-        return RedisBackend(url, history, **options)
+        return RedisBackend(url, history, ttl=ttl, prefix=prefix)
     raise ValueError(
         f"EVENTSTREAM_BACKEND {url!r} is not known. Use 'memory' or a Redis URL"
         " such as 'redis://127.0.0.1:6379/0'."

@@ -1,0 +1,312 @@
+"""The Redis backend: history in Redis Streams, one listener per worker.
+
+Each channel is a stream, ``{prefix}stream:{channel}``, trimmed to about
+``EVENTSTREAM_HISTORY`` entries. A Lua script assigns every event its id from
+one sequence shared by all channels (kept in ``{prefix}last-id``), so ids are
+ordered and unique across every process and host, and one id is a complete
+cursor for a subscription to several channels.
+
+A worker holds a constant number of connections, whatever its client count:
+one for its listener (a blocking ``XREAD`` over the streams its clients
+subscribe to) and a small bounded pool for publishing and replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import typing as t
+
+from ..errors import BackendUnavailable
+from ..errors import PublishError
+from ..event import Event
+from .base import Backend
+from .base import CursorProblem
+from .base import format_id
+from .base import Key
+from .base import parse_id
+from .base import Record
+
+try:
+    import redis
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "EVENTSTREAM_BACKEND names a Redis URL, but the 'redis' package is not"
+        " installed. Install it with: pip install 'flask-eventstream[redis]'"
+    ) from error
+
+logger = logging.getLogger("flask_eventstream")
+
+# Assigns the next id of the shared sequence (milliseconds from Redis's clock,
+# never going back), adds the event under it, trims, and sets the expiry.
+_APPEND = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local seq = 0
+local last = redis.call('GET', KEYS[2])
+if last then
+  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+  lms = tonumber(lms)
+  if ms <= lms then
+    ms = lms
+    seq = tonumber(lseq) + 1
+  end
+end
+local id = string.format('%d-%d', ms, seq)
+if ARGV[3] == '' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'e', ARGV[3])
+end
+redis.call('SET', KEYS[2], id)
+if tonumber(ARGV[2]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return id
+"""
+
+#: How long one ``XREAD`` blocks; a new channel also wakes it at once.
+_BLOCK_MS = 5000
+#: Most entries read per stream per ``XREAD``.
+_COUNT = 1000
+_MAX_BACKOFF = 5.0
+
+
+class RedisBackend(Backend):
+    """History and fan-out through Redis, for many workers and hosts.
+
+    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param history: entries kept per channel (``MAXLEN ~``).
+    :param ttl: seconds after its last event that a channel's history expires
+        (``EVENTSTREAM_HISTORY_TTL``); ``None`` keeps it.
+    :param prefix: the prefix of every key (``EVENTSTREAM_REDIS_PREFIX``).
+    :param pool_size: connections for publishing and replay, per worker.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        history: int,
+        *,
+        ttl: float | None = None,
+        prefix: str = "eventstream:",
+        pool_size: int = 4,
+    ) -> None:
+        super().__init__(history)
+        self.url = url
+        self.ttl = ttl
+        self.prefix = prefix
+        self._last_key = f"{prefix}last-id"
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+        )
+        self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
+        self._append = self.redis.register_script(_APPEND)
+        self._lock = threading.Lock()
+        #: stream key -> the id after which the listener reads it
+        self._cursors: dict[bytes, bytes] = {}
+        self._channels: dict[bytes, str] = {}
+        self._listener: threading.Thread | None = None
+        self._listener_id: int | None = None
+        self._stopped = False
+        self._wake = threading.Event()
+
+    def _key(self, channel: str) -> str:
+        return f"{self.prefix}stream:{channel}"
+
+    # -- storing ----------------------------------------------------------
+
+    def append(self, channel: str, event: Event) -> Record:
+        ttl_ms = int(self.ttl * 1000) if self.ttl else 0
+        try:
+            raw = self._append(
+                keys=[self._key(channel), self._last_key],
+                args=[self.history, ttl_ms, event.event or "", event.data],
+            )
+        except redis.RedisError as error:
+            raise PublishError(
+                f"Redis could not store the event on {channel!r}: {error}"
+            ) from error
+        id = raw.decode()
+        key = parse_id(id)
+        assert key is not None
+        # Delivered to this worker's clients by its listener, like everyone's.
+        return Record(channel, key, Event(event.data, event.event, id))
+
+    def head(self) -> Key:
+        try:
+            raw = self.redis.get(self._last_key)
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
+        return _key_of(raw)
+
+    def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
+        start = "(" + format_id(after)
+        try:
+            # One transaction: no trim can come between the check and the read.
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(self._last_key)
+                for channel in channels:
+                    pipe.xinfo_stream(self._key(channel))
+                    pipe.xrange(self._key(channel), min=start, max="+")
+                replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
+        head = _key_of(replies[0])
+        if after > head:
+            raise CursorProblem("unknown", "The cursor was never assigned here.")
+        found: list[Record] = []
+        for index, channel in enumerate(channels):
+            info, entries = replies[1 + 2 * index], replies[2 + 2 * index]
+            if isinstance(info, redis.ResponseError):  # no such stream
+                if self.ttl and after[0] < _now_ms() - self.ttl * 1000:
+                    raise CursorProblem(
+                        "expired",
+                        f"The history of channel {channel!r} may have expired"
+                        " (EVENTSTREAM_HISTORY_TTL).",
+                    )
+                continue
+            if isinstance(info, Exception):
+                raise BackendUnavailable(f"Redis could not read: {info}")
+            deleted = _key_of(info.get("max-deleted-entry-id", b"0-0"))
+            if after < deleted:
+                raise CursorProblem(
+                    "expired",
+                    f"Events of channel {channel!r} after the cursor are no"
+                    " longer kept (EVENTSTREAM_HISTORY).",
+                )
+            found.extend(_record(channel, id, fields) for id, fields in entries)
+        found.sort(key=_by_key)
+        return found
+
+    # -- listening --------------------------------------------------------
+
+    def listen(self, channel: str) -> None:
+        key = self._key(channel).encode()
+        start = format_id(self.head()).encode()
+        with self._lock:
+            self._cursors.setdefault(key, start)
+            self._channels[key] = channel
+            if self._listener is None:
+                self._listener = threading.Thread(
+                    target=self._listen, name="eventstream-listener", daemon=True
+                )
+                self._listener.start()
+        self._wake.set()
+        listener_id = self._listener_id
+        if listener_id is not None:
+            try:  # it may block in XREAD without this stream: wake it now
+                self.redis.client_unblock(listener_id)
+            except redis.RedisError:
+                pass  # it wakes by itself within _BLOCK_MS
+
+    def unlisten(self, channel: str) -> None:
+        key = self._key(channel).encode()
+        with self._lock:
+            self._cursors.pop(key, None)
+            self._channels.pop(key, None)
+
+    def _listen(self) -> None:
+        failures = 0
+        connection: redis.Redis | None = None
+        while not self._stopped:
+            try:
+                if connection is None:
+                    connection = redis.Redis.from_url(
+                        self.url,
+                        socket_timeout=_BLOCK_MS / 1000 + 5,
+                        socket_connect_timeout=2,
+                        single_connection_client=True,
+                    )
+                    self._listener_id = connection.client_id()
+                    if failures:
+                        logger.warning("Redis listener reconnected.")
+                    failures = 0
+                with self._lock:
+                    streams: dict[t.Any, t.Any] = dict(self._cursors)
+                if not streams:
+                    self._wake.clear()
+                    self._wake.wait(1.0)
+                    continue
+                reply = connection.xread(streams, count=_COUNT, block=_BLOCK_MS)
+            except redis.RedisError as error:
+                self._listener_id = None
+                if connection is not None:
+                    connection.close()
+                    connection = None
+                delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
+                failures += 1
+                logger.warning(
+                    "Redis listener lost its connection (%s); retrying in %.1fs.",
+                    error,
+                    delay,
+                )
+                time.sleep(delay)
+                continue
+            if reply:
+                self._dispatch(reply)
+        if connection is not None:
+            connection.close()
+
+    def _dispatch(self, reply: t.Any) -> None:
+        # Ids are one sequence across streams. When COUNT cut a stream short,
+        # entries of other streams past its last one wait for the next read,
+        # so events reach subscribers in id order.
+        horizon: Key | None = None
+        batch: list[tuple[bytes, Record]] = []
+        for stream_key, entries in reply:
+            channel = self._channels.get(stream_key)
+            if channel is None or not entries:
+                continue
+            if len(entries) >= _COUNT:
+                last = _key_of(entries[-1][0])
+                horizon = last if horizon is None else min(horizon, last)
+            for id, fields in entries:
+                batch.append((stream_key, _record(channel, id, fields)))
+        batch.sort(key=lambda item: item[1].key)
+        for stream_key, record in batch:
+            if horizon is not None and record.key > horizon:
+                break
+            with self._lock:
+                if stream_key in self._cursors:
+                    self._cursors[stream_key] = format_id(record.key).encode()
+            self.deliver(record)
+
+    def close(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self.redis.close()
+
+    def stats(self) -> dict[str, t.Any]:
+        return {"backend": "redis", "listening": len(self._cursors)}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _key_of(raw: bytes | str | None) -> Key:
+    if raw is None:
+        return (0, 0)
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return parse_id(text) or (0, 0)
+
+
+def _record(channel: str, raw_id: bytes, fields: dict[bytes, bytes]) -> Record:
+    id = raw_id.decode()
+    event = fields.get(b"e")
+    stored = Event(
+        fields.get(b"d", b"").decode(),
+        event.decode() if event is not None else None,
+        id,
+    )
+    return Record(channel, _key_of(raw_id), stored)
+
+
+def _by_key(record: Record) -> Key:
+    return record.key
