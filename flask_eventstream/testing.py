@@ -32,16 +32,19 @@ class Parser:
     Each event's ``id`` is the stream's last event id when it was dispatched,
     as ``MessageEvent.lastEventId`` is; ``event`` is ``None`` for ``message``.
     :attr:`last_event_id` and :attr:`retry` hold the stream's current values.
+
+    :param last_event_id: the id a reconnecting client starts with, as a
+        browser keeps it across reconnections.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, last_event_id: str = "") -> None:
         self._pending = ""
         self._decoder_buffer = b""
         self._first = True
         self._data: list[str] = []
         self._type = ""
-        self._id_buffer = ""
-        self.last_event_id = ""
+        self._id_buffer = last_event_id
+        self.last_event_id = last_event_id
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:

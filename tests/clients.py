@@ -61,6 +61,14 @@ class RawStream:
         self.chunked = self.headers.get("transfer-encoding") == "chunked"
         return self
 
+    def open(self, cursor: str = "") -> list[Event]:
+        """Read the head and the first chunk; return the events in it (a
+        resumed stream sends the replayed events with its ``retry:`` line).
+        """
+        self.read_head()
+        self.parser = Parser(last_event_id=cursor)
+        return self.parser.feed(self.read_body())
+
     def read_body(self) -> bytes:
         """Return the next body bytes the server sent (at least one byte), or
         ``b""`` once the body has ended.
@@ -200,3 +208,60 @@ class Proxy:
         self._closed = True
         self.listener.close()
         self.cut()
+
+
+class Follower:
+    """A client that reads a stream in a thread of its own and, like
+    EventSource, reconnects with ``Last-Event-ID`` when the connection drops.
+    """
+
+    def __init__(self, url: str, path: str, total: int, timeout: float = 60) -> None:
+        import threading
+
+        self.url, self.path, self.total, self.timeout = url, path, total, timeout
+        self.received: list[Event] = []
+        self.reconnects = 0
+        self.pids: list[str] = []
+        self.error: BaseException | None = None
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        cursor = ""
+        deadline = time.monotonic() + self.timeout
+        try:
+            while len(self.received) < self.total:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(self.received)} of {self.total}")
+                headers = {"Last-Event-ID": cursor} if cursor else {}
+                raw = None
+                try:
+                    raw = RawStream(self.url, self.path, headers, timeout=15)
+                    self.received += raw.open(cursor)
+                    if raw.status != 200:
+                        raise EOFError(f"status {raw.status}")
+                    self.pids.append(raw.headers.get("x-worker-pid", ""))
+                    cursor = raw.parser.last_event_id
+                    self.ready.set()
+                    while len(self.received) < self.total:
+                        self.received += raw.events(1)
+                        cursor = raw.parser.last_event_id
+                except (EOFError, OSError):
+                    self.reconnects += 1
+                    time.sleep(0.1)  # the stream's retry hint, shortened
+                finally:
+                    if raw is not None:
+                        raw.close()
+        except BaseException as error:  # reported by the test
+            self.error = error
+        finally:
+            self.ready.set()
+            self.done.set()
+
+    def wait(self, timeout: float = 60) -> list[Event]:
+        assert self.done.wait(timeout), f"{len(self.received)} of {self.total}"
+        if self.error is not None:
+            raise self.error
+        return self.received

@@ -98,7 +98,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} server exited: {self.proc.returncode}")
             try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                if self._workers_up() >= self.workers:
                     return self
             except httpx.TransportError:
                 pass
@@ -106,6 +106,25 @@ class Server:
                 self.stop()
                 raise TimeoutError(f"{self.kind} server did not start in {timeout}s")
             time.sleep(0.05)
+
+    def _workers_up(self) -> int:
+        """How many workers answer: concurrent requests reach each one that
+        has booted (the first one up would otherwise take every connection).
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def pid(_: int) -> str:
+            response = httpx.get(self.url + "/health", timeout=1)
+            if not response.is_success:
+                return ""
+            return response.headers.get("x-worker-pid", "")
+
+        if self.workers == 1:
+            return 1 if pid(0) else 0
+        with ThreadPoolExecutor(8) as pool:
+            pids = set(pool.map(pid, range(8 * self.workers)))
+        pids.discard("")
+        return len(pids)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -176,3 +195,63 @@ def app() -> Flask:
 @pytest.fixture
 def events(app: Flask) -> EventStream:
     return EventStream(app)
+
+
+class RedisServer:
+    """A real redis-server on a free port, without persistence."""
+
+    def __init__(self) -> None:
+        self.executable = require("redis-server")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ],  # fmt: skip
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        client = redis.Redis.from_url(self.url, socket_timeout=1)
+        while True:
+            try:
+                client.ping()
+                client.close()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def client(self) -> t.Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> t.Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()

@@ -6,6 +6,7 @@ on, read by ``app.config.from_prefixed_env``).
 
 from __future__ import annotations
 
+import os
 import time
 import typing as t
 
@@ -16,6 +17,7 @@ from flask import request
 
 from flask_eventstream import Event
 from flask_eventstream import EventStream
+from flask_eventstream import PublishError
 from flask_eventstream import stream
 
 events = EventStream()
@@ -29,6 +31,11 @@ def create_app() -> Flask:
     @events.authorize
     def authorize(channel: str) -> bool:
         return not channel.startswith("secret")
+
+    @app.after_request
+    def worker_pid(response: t.Any) -> t.Any:
+        response.headers["X-Worker-Pid"] = str(os.getpid())
+        return response
 
     @app.get("/health")
     def health() -> t.Any:
@@ -46,9 +53,11 @@ def create_app() -> Flask:
         ids = []
         for n in range(count):
             data = request.form.get("data", "{n}").replace("{n}", str(n))
-            ids.append(
-                events.publish(channel, data, event=request.form.get("event")).id
-            )
+            try:
+                event = events.publish(channel, data, event=request.form.get("event"))
+            except PublishError as error:
+                return {"error": str(error), "published": ids}, 503
+            ids.append(event.id)
         return jsonify(ids)
 
     @app.get("/stats")

@@ -173,8 +173,12 @@ class RedisBackend(Backend):
                 continue
             if isinstance(info, Exception):
                 raise BackendUnavailable(f"Redis could not read: {info}")
-            deleted = _key_of(info.get("max-deleted-entry-id", b"0-0"))
-            if after < deleted:
+            # Trimming keeps no record of what it removed, only that it did:
+            # a cursor before the first entry kept may have missed some.
+            # (A reset when in doubt, never a silent gap.)
+            trimmed = info["entries-added"] > info["length"]
+            first = _key_of(info.get("recorded-first-entry-id"))
+            if trimmed and after < first:
                 raise CursorProblem(
                     "expired",
                     f"Events of channel {channel!r} after the cursor are no"

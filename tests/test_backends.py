@@ -1,0 +1,155 @@
+"""One suite, every backend: their behaviour cannot drift apart."""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+import uuid
+
+import pytest
+from conftest import RedisServer
+
+from flask_eventstream import Event
+from flask_eventstream.backends import Backend
+from flask_eventstream.backends import CursorProblem
+from flask_eventstream.backends import MemoryBackend
+from flask_eventstream.backends import Record
+from flask_eventstream.backends.base import format_id
+
+
+class Collector:
+    """A ``deliver`` callback that can be waited on."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, record: Record) -> None:
+        with self._changed:
+            self.records.append(record)
+            self._changed.notify_all()
+
+    def wait(self, count: int, timeout: float = 10.0) -> list[Record]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.records) >= count, timeout):
+                raise AssertionError(f"{len(self.records)} of {count} delivered")
+            return list(self.records)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_backend(
+    request: pytest.FixtureRequest,
+) -> t.Iterator[t.Callable[[int], Backend]]:
+    made: list[Backend] = []
+
+    def make(history: int = 100) -> Backend:
+        backend: Backend
+        if request.param == "memory":
+            backend = MemoryBackend(history)
+        else:
+            from flask_eventstream.backends.redis import RedisBackend
+
+            redis_server: RedisServer = request.getfixturevalue("redis_server")
+            # A prefix of its own: tests share the session's redis-server.
+            prefix = f"test-{uuid.uuid4().hex[:8]}:"
+            backend = RedisBackend(redis_server.url, history, prefix=prefix)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def test_ids_increase_across_channels(make_backend: t.Callable[[int], Backend]) -> None:
+    backend = make_backend(100)
+    keys = [backend.append(c, Event(c)).key for c in ["a", "b", "a", "c", "b"] * 20]
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
+    assert backend.head() == keys[-1]
+
+
+def test_read_after_a_cursor_merges_channels_in_order(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    backend = make_backend(100)
+    records = [backend.append(c, Event(f"{c}{n}")) for n in range(5) for c in "abc"]
+    cursor = records[4].key
+    got = backend.read(["a", "c"], cursor)
+    assert [r.event.data for r in got] == [
+        r.event.data for r in records[5:] if r.channel in "ac"
+    ]
+    assert [r.event.id for r in got] == [format_id(r.key) for r in got]
+    assert backend.read(["a"], records[-1].key) == []
+    assert backend.read(["nobody"], cursor) == []
+
+
+def test_stored_event_keeps_data_and_type(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    backend = make_backend(100)
+    start = backend.head()
+    sent = backend.append("t", Event("l1\nl2 \u2603", event="kind"))
+    plain = backend.append("t", Event(""))
+    got = backend.read(["t"], start)
+    assert [(r.event.data, r.event.event, r.event.id) for r in got] == [
+        ("l1\nl2 \u2603", "kind", sent.event.id),
+        ("", None, plain.event.id),
+    ]
+    assert got[0].event.encode() == sent.event.encode()
+
+
+def test_cursor_older_than_history_is_expired(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    backend = make_backend(10)
+    records = [backend.append("x", Event(str(n))) for n in range(600)]
+    with pytest.raises(CursorProblem) as problem:
+        backend.read(["x"], records[0].key)
+    assert problem.value.reason == "expired"
+    # The last `history` events are always kept.
+    got = backend.read(["x"], records[-11].key)
+    assert [r.event.data for r in got] == [str(n) for n in range(590, 600)]
+
+
+def test_future_cursor_is_unknown(make_backend: t.Callable[[int], Backend]) -> None:
+    backend = make_backend(10)
+    last = backend.append("x", Event("1")).key
+    with pytest.raises(CursorProblem) as problem:
+        backend.read(["x"], (last[0] + 1000, 0))
+    assert problem.value.reason == "unknown"
+
+
+def test_events_are_delivered_in_order(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    backend = make_backend(1000)
+    collector = Collector()
+    backend.deliver = collector
+    backend.listen("d1")
+    backend.listen("d2")
+    sent = [backend.append(f"d{1 + n % 2}", Event(str(n))).key for n in range(300)]
+    backend.append("other", Event("not listened to"))
+    got = collector.wait(300)
+    assert [r.key for r in got if r.channel in ("d1", "d2")] == sent
+
+
+def test_publishes_from_threads_are_delivered_in_id_order(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    backend = make_backend(1000)
+    collector = Collector()
+    backend.deliver = collector
+    backend.listen("p")
+
+    def publish() -> None:
+        for n in range(50):
+            backend.append("p", Event(str(n)))
+
+    threads = [threading.Thread(target=publish) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    keys = [r.key for r in collector.wait(200) if r.channel == "p"]
+    assert keys == sorted(keys) and len(keys) == 200

@@ -1,0 +1,194 @@
+"""The Redis backend with many gunicorn gevent workers and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import typing as t
+import uuid
+
+import httpx
+import pytest
+from clients import Follower
+from clients import RawStream
+from conftest import RedisServer
+from conftest import Server
+from conftest import TESTS
+
+pytestmark = pytest.mark.redis
+
+
+def redis_config(redis: RedisServer) -> dict[str, t.Any]:
+    return {"BACKEND": redis.url, "REDIS_PREFIX": f"it-{uuid.uuid4().hex[:8]}:"}
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
+    srv = Server("gevent", workers=3, config=redis_config(redis_server)).start()
+    yield srv
+    srv.stop()
+
+
+def publisher(
+    server: Server, channel: str, count: int, pause: float = 0.0
+) -> subprocess.Popen[str]:
+    """Publish from a separate process, as a script or task worker would."""
+    return subprocess.Popen(
+        [sys.executable, str(TESTS / "publisher.py"), channel, str(count), str(pause)],
+        env=server.env,
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> list[str]:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out.split()
+
+
+def test_60_clients_on_3_workers_get_500_events_from_another_process(
+    cluster: Server,
+) -> None:
+    followers = [Follower(cluster.url, "/stream/fanout", 500) for _ in range(60)]
+    for follower in followers:
+        assert follower.ready.wait(20)
+    ids = finish(publisher(cluster, "fanout", 500))
+    pids = set()
+    for follower in followers:
+        got = follower.wait()
+        assert [e.id for e in got] == ids
+        assert [e.data for e in got] == [f"e{n}" for n in range(500)]
+        pids.update(follower.pids)
+    assert len(pids) >= 2, "all clients landed on one worker"
+
+
+def test_poll_any_worker_with_the_same_cursor(cluster: Server) -> None:
+    first, *rest = cluster.publish("polls", count=4)
+    answers, pids = set(), set()
+    for _ in range(30):
+        rv = httpx.get(
+            cluster.url + "/events/polls",
+            params={"transport": "poll", "lastEventId": first},
+            timeout=5,
+        )
+        answers.add(rv.content)
+        pids.add(rv.headers["x-worker-pid"])
+    assert len(answers) == 1
+    assert [e["id"] for e in json.loads(answers.pop())["events"]] == rest
+    assert len(pids) >= 2
+
+
+def test_resume_on_another_worker(cluster: Server) -> None:
+    raw = RawStream(cluster.url, "/stream/hop-a,hop-b")
+    assert raw.open() == []  # a fresh client: the opening has no event
+    cluster.publish("hop-a", "a0")
+    raw.events(1)
+    cursor, first_pid = raw.parser.last_event_id, raw.headers["x-worker-pid"]
+    raw.close()
+    sent = cluster.publish("hop-b", "b{n}", count=2) + cluster.publish("hop-a", "a1")
+    for _ in range(30):  # reconnect until another worker answers
+        again = RawStream(cluster.url, "/stream/hop-a,hop-b", {"Last-Event-ID": cursor})
+        again.read_head()
+        if again.headers["x-worker-pid"] != first_pid:
+            break
+        again.close()
+    assert again.headers["x-worker-pid"] != first_pid
+    assert [e.id for e in again.events(3)] == sent
+    again.close()
+
+
+def test_sigkill_a_worker_mid_stream(cluster: Server) -> None:
+    followers = [Follower(cluster.url, "/stream/kill", 400) for _ in range(30)]
+    for follower in followers:
+        assert follower.ready.wait(20)
+    victim = followers[0].pids[0]
+    proc = publisher(cluster, "kill", 400, pause=0.005)
+    assert proc.stdout is not None
+    for _ in range(100):  # a quarter of the events are out
+        proc.stdout.readline()
+    os.kill(int(victim), signal.SIGKILL)
+    finish(proc)
+    for follower in followers:
+        got = follower.wait()
+        assert [e.data for e in got] == [f"e{n}" for n in range(400)]
+        if follower.pids[0] != victim:
+            assert follower.reconnects == 0, "a client of another worker was cut"
+        else:
+            assert follower.reconnects >= 1
+    assert any(f.pids[0] == victim for f in followers)
+
+
+def test_cli_publish_reaches_clients(cluster: Server) -> None:
+    follower = Follower(cluster.url, "/stream/cli", 1)
+    assert follower.ready.wait(20)
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "serverapp", "eventstream",
+         "publish", "cli", "hello from cli", "--event", "greet"],
+        env=cluster.env, cwd=TESTS, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (event,) = follower.wait()
+    assert (event.id, event.event, event.data) == (
+        result.stdout.strip(),
+        "greet",
+        "hello from cli",
+    )
+
+
+def test_redis_restart_mid_stream() -> None:
+    redis = RedisServer().start()
+    server = Server("gevent", workers=2, config=redis_config(redis)).start()
+    try:
+        followers = [Follower(server.url, "/stream/outage", 100) for _ in range(10)]
+        for follower in followers:
+            assert follower.ready.wait(20)
+        before = finish(publisher(server, "outage", 50))
+        redis.stop()
+        rv = httpx.post(server.url + "/publish", data={"channel": "outage"}, timeout=10)
+        assert rv.status_code == 503
+        assert "Redis could not store the event" in rv.json()["error"]
+        failed = publisher(server, "outage", 1)
+        failed.communicate(timeout=30)
+        assert failed.returncode != 0
+        redis.start()
+        after = finish(publisher(server, "outage", 50))
+        for follower in followers:
+            got = follower.wait()
+            assert [e.id for e in got] == before + after
+            assert follower.reconnects == 0, "a stream died in the outage"
+    finally:
+        server.stop()
+        redis.stop()
+
+
+@pytest.mark.parametrize("clients", [10, 200])
+def test_redis_connections_do_not_grow_with_clients(clients: int) -> None:
+    redis = RedisServer().start()
+    server = Server("gevent", config=redis_config(redis)).start()
+    try:
+        (cursor,) = server.publish("conn-0", "x")
+        streams = []
+        for n in range(clients):
+            # Each one replays (a read) on a channel of its own.
+            raw = RawStream(server.url, f"/stream/conn-{n}", {"Last-Event-ID": cursor})
+            streams.append(raw)
+        for raw in streams:
+            raw.read_head()
+            raw.read_body()
+        server.publish("conn-1", "y")
+        assert [e.data for e in streams[1].events(1)] == ["y"]
+        listed = redis.client().client_list()
+        ours = [c for c in listed if c["name"] != "" or c["cmd"] != "client|list"]
+        # The listener and a pool of at most 4: never one per client.
+        assert 1 <= len(ours) - 1 <= 5, ours
+        for raw in streams:
+            raw.close()
+    finally:
+        server.stop()
+        redis.stop()
