@@ -54,8 +54,10 @@ class Server:
         workers: int = 1,
         app: str = "serverapp:app",
         extra: t.Sequence[str] = (),
+        health: str = "/health",
     ) -> None:
         self.kind = kind
+        self.health = health
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
@@ -114,10 +116,10 @@ class Server:
         from concurrent.futures import ThreadPoolExecutor
 
         def pid(_: int) -> str:
-            response = httpx.get(self.url + "/health", timeout=1)
+            response = httpx.get(self.url + self.health, timeout=1)
             if not response.is_success:
                 return ""
-            return response.headers.get("x-worker-pid", "")
+            return response.headers.get("x-worker-pid", "up")
 
         if self.workers == 1:
             return 1 if pid(0) else 0

@@ -1,0 +1,9 @@
+project = "flask-eventstream"
+copyright = "2026, the flask-eventstream developers"
+extensions = ["sphinx.ext.autodoc", "pallets_sphinx_themes"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+html_theme = "flask"
+html_title = "flask-eventstream"
+nitpicky = False
+exclude_patterns = ["_build"]

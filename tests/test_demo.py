@@ -1,0 +1,50 @@
+"""The README's demo works in a real browser: publish from the form, see it."""
+
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+from conftest import require
+from conftest import ROOT
+from conftest import Server
+from playwright.sync_api import sync_playwright
+from test_browser import CHROMIUM_ARGS
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def demo() -> t.Iterator[Server]:
+    srv = Server(
+        "gevent",
+        app="app:app",
+        extra=["--chdir", str(ROOT / "examples" / "demo")],
+        health="/",
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def test_demo_page_shows_what_the_form_publishes(demo: Server) -> None:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=require("chromium"), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(demo.url + "/")
+            page.wait_for_function(
+                "document.getElementById('status').textContent === 'connected'"
+            )
+            for text in ["first note", "second note"]:
+                page.fill("#text", text)
+                page.click("button")
+            page.wait_for_function("document.querySelectorAll('#log li').length === 2")
+            items = page.eval_on_selector_all(
+                "#log li", "items => items.map(li => li.firstChild.textContent)"
+            )
+            assert items == ["second note", "first note"]
+        finally:
+            browser.close()
