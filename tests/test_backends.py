@@ -153,3 +153,24 @@ def test_publishes_from_threads_are_delivered_in_id_order(
         thread.join(30)
     keys = [r.key for r in collector.wait(200) if r.channel == "p"]
     assert keys == sorted(keys) and len(keys) == 200
+
+
+def test_redis_history_ttl(redis_server: RedisServer) -> None:
+    from flask_eventstream.backends.redis import RedisBackend
+
+    prefix = f"ttl-{uuid.uuid4().hex[:8]}:"
+    backend = RedisBackend(redis_server.url, 10, ttl=60, prefix=prefix)
+    try:
+        old = backend.append("quiet", Event("x"))
+        ttl_ms = redis_server.client().pttl(f"{prefix}stream:quiet")
+        assert 55_000 < ttl_ms <= 60_000
+        # Once a channel's stream has expired, a cursor older than the TTL may
+        # have missed its events: a reset, never a silent gap.
+        redis_server.client().delete(f"{prefix}stream:quiet")
+        stale = (old.key[0] - 61_000, 0)
+        with pytest.raises(CursorProblem) as problem:
+            backend.read(["quiet"], stale)
+        assert problem.value.reason == "expired"
+        assert backend.read(["quiet"], old.key) == []  # recent cursor: fine
+    finally:
+        backend.close()
