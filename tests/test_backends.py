@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import typing as t
 import uuid
 
@@ -174,3 +175,35 @@ def test_redis_history_ttl(redis_server: RedisServer) -> None:
         assert backend.read(["quiet"], old.key) == []  # recent cursor: fine
     finally:
         backend.close()
+
+
+def test_redis_over_a_unix_socket(tmp_path: t.Any) -> None:
+    import subprocess
+
+    from conftest import require
+
+    from flask_eventstream.backends import create_backend
+
+    path = tmp_path / "redis.sock"
+    proc = subprocess.Popen(
+        [require("redis-server"), "--port", "0", "--unixsocket", str(path),
+         "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        backend = create_backend(f"unix://{path}", 10)
+        collector = Collector()
+        backend.deliver = collector
+        for _ in range(100):  # a file appears: nothing to wait on but a poll
+            if path.exists():
+                break
+            time.sleep(0.05)
+        assert path.exists(), "redis-server made no socket in 5 s"
+        backend.listen("u")
+        sent = backend.append("u", Event("over a socket file"))
+        (got,) = collector.wait(1)
+        assert (got.key, got.event.data) == (sent.key, "over a socket file")
+        backend.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
