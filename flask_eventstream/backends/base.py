@@ -12,6 +12,7 @@ hides new events.
 from __future__ import annotations
 
 import re
+import time
 import typing as t
 from abc import ABC
 from abc import abstractmethod
@@ -34,6 +35,16 @@ def parse_id(value: str) -> Key | None:
 
 def format_id(key: Key) -> str:
     return f"{key[0]}-{key[1]}"
+
+
+def now_ms() -> int:
+    """The clock that the millisecond part of an id comes from."""
+    return time.time_ns() // 1_000_000
+
+
+def by_key(record: Record) -> Key:
+    """Sort key: a record's place in the id sequence."""
+    return record.key
 
 
 class Record:

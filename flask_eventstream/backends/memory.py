@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import collections
 import threading
-import time
 import typing as t
 
 from ..event import Event
 from .base import Backend
+from .base import by_key
 from .base import CursorProblem
 from .base import format_id
 from .base import Key
+from .base import now_ms
 from .base import Record
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Channel:
@@ -43,12 +40,12 @@ class MemoryBackend(Backend):
         self._lock = threading.Lock()
         self._channels: dict[str, _Channel] = {}
         #: Ids at or below this were never assigned by this process.
-        self._boot: Key = (_now_ms(), 0)
+        self._boot: Key = (now_ms(), 0)
         self._last: Key = self._boot
 
     def append(self, channel: str, event: Event) -> Record:
         with self._lock:
-            now = _now_ms()
+            now = now_ms()
             last = self._last
             key = (now, 0) if now > last[0] else (last[0], last[1] + 1)
             self._last = key
@@ -92,7 +89,7 @@ class MemoryBackend(Backend):
                     if record.key <= after:
                         break
                     found.append(record)
-        found.sort(key=_by_key)
+        found.sort(key=by_key)
         return found
 
     def stats(self) -> dict[str, t.Any]:
@@ -100,7 +97,3 @@ class MemoryBackend(Backend):
             "backend": "memory",
             "history": {name: len(c.events) for name, c in self._channels.items()},
         }
-
-
-def _by_key(record: Record) -> Key:
-    return record.key

@@ -22,9 +22,11 @@ from ..errors import BackendUnavailable
 from ..errors import PublishError
 from ..event import Event
 from .base import Backend
+from .base import by_key
 from .base import CursorProblem
 from .base import format_id
 from .base import Key
+from .base import now_ms
 from .base import parse_id
 from .base import Record
 
@@ -164,7 +166,7 @@ class RedisBackend(Backend):
         for index, channel in enumerate(channels):
             info, entries = replies[1 + 2 * index], replies[2 + 2 * index]
             if isinstance(info, redis.ResponseError):  # no such stream
-                if self.ttl and after[0] < _now_ms() - self.ttl * 1000:
+                if self.ttl and after[0] < now_ms() - self.ttl * 1000:
                     raise CursorProblem(
                         "expired",
                         f"The history of channel {channel!r} may have expired"
@@ -185,7 +187,7 @@ class RedisBackend(Backend):
                     " longer kept (EVENTSTREAM_HISTORY).",
                 )
             found.extend(_record(channel, id, fields) for id, fields in entries)
-        found.sort(key=_by_key)
+        found.sort(key=by_key)
         return found
 
     # -- listening --------------------------------------------------------
@@ -290,10 +292,6 @@ class RedisBackend(Backend):
         return {"backend": "redis", "listening": len(self._cursors)}
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _key_of(raw: bytes | str | None) -> Key:
     if raw is None:
         return (0, 0)
@@ -310,7 +308,3 @@ def _record(channel: str, raw_id: bytes, fields: dict[bytes, bytes]) -> Record:
         id,
     )
     return Record(channel, _key_of(raw_id), stored)
-
-
-def _by_key(record: Record) -> Key:
-    return record.key
