@@ -50,6 +50,10 @@ class Bus:
         self._counts.pop(channel, None)
         return True
 
+    def receivers(self, channel: str) -> list[Receiver]:
+        """Return the receivers connected to ``channel``."""
+        return list(self._signal.receivers_for(channel))
+
     def subscribers(self) -> dict[str, int]:
         """Return the number of live subscriptions of each channel."""
         return dict(self._counts)

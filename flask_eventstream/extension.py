@@ -14,13 +14,16 @@ from flask import has_request_context
 from flask import request
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import ServiceUnavailable
 
 from . import signals
 from .backends import create_backend
 from .bus import Bus
 from .cli import eventstream_cli
+from .errors import PublishError
 from .event import Event
+from .monitor import Monitor
 from .streaming import preflight
 from .streaming import stream
 from .subscription import Subscription
@@ -45,6 +48,9 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_CORS_CREDENTIALS": False,
     "EVENTSTREAM_HISTORY_TTL": None,
     "EVENTSTREAM_REDIS_PREFIX": "eventstream:",
+    "EVENTSTREAM_MAX_LIFETIME": None,
+    "EVENTSTREAM_SEND_TIMEOUT": 30.0,
+    "EVENTSTREAM_HISTORY_CHANNELS": 10000,
 }
 
 #: Channel names: letters, digits and ``_ . : -``, 1 to 128 characters. They
@@ -53,6 +59,20 @@ CHANNEL_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
 
 #: Longest cursor read from a request; ids the backends assign are far shorter.
 MAX_CURSOR_LENGTH = 64
+#: What a cursor from a request is made of: the digits and ``-`` of an id.
+CURSOR_PATTERN = re.compile(r"\A[0-9-]+\Z")
+
+#: The counters of :meth:`EventStream.stats`, in the order it lists them.
+COUNTERS = (
+    "published",
+    "delivered",
+    "dropped",
+    "replayed",
+    "resets",
+    "refused",
+    "revoked",
+    "errors",
+)
 
 _FROM_REQUEST: t.Any = object()
 
@@ -95,6 +115,10 @@ class _State:
         self.max_event_bytes = _positive(config, "EVENTSTREAM_MAX_EVENT_BYTES", int)
         self.poll_timeout = _positive(config, "EVENTSTREAM_POLL_TIMEOUT", float)
         self.poll_batch = _positive(config, "EVENTSTREAM_POLL_BATCH", int)
+        self.send_timeout = _positive(config, "EVENTSTREAM_SEND_TIMEOUT", float)
+        self.max_lifetime: float | None = None
+        if config["EVENTSTREAM_MAX_LIFETIME"] is not None:
+            self.max_lifetime = _positive(config, "EVENTSTREAM_MAX_LIFETIME", float)
         retry = config["EVENTSTREAM_RETRY"]
         if retry is not None and (type(retry) is not int or retry < 0):
             raise ValueError(
@@ -116,13 +140,13 @@ class _State:
             self.history,
             ttl=ttl,
             prefix=config["EVENTSTREAM_REDIS_PREFIX"],
+            channels=_positive(config, "EVENTSTREAM_HISTORY_CHANNELS", int),
         )
         self.backend.deliver = self.bus.deliver
+        self.backend.revoke = self.revoke
+        self.monitor = Monitor(self)
         self.connections = 0
-        self.counters: dict[str, int] = dict.fromkeys(
-            ("published", "delivered", "dropped", "replayed", "resets", "refused"),
-            0,
-        )
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
     @property
     def app(self) -> Flask | None:
@@ -130,6 +154,23 @@ class _State:
 
     def count(self, name: str, amount: int = 1) -> None:
         self.counters[name] += amount
+
+    def refuse(self, error: HTTPException, reason: str, *args: t.Any) -> t.NoReturn:
+        """Count, log and raise a refused subscription."""
+        self.count("refused")
+        self.logger.info("Refused a subscription: " + reason, *args)
+        raise error
+
+    def revoke(self, channel: str) -> None:
+        """End this worker's live subscriptions of ``channel``."""
+        closed = 0
+        for receiver in self.bus.receivers(channel):
+            owner = getattr(receiver, "__self__", None)
+            if isinstance(owner, Subscription) and owner.close("revoked"):
+                closed += 1
+        if closed:
+            self.count("revoked", closed)
+            self.logger.info("Closed %d subscriptions of %r.", closed, channel)
 
 
 class EventStream:
@@ -239,7 +280,12 @@ class EventStream:
                 f"The event is {size} bytes encoded, more than"
                 f" EVENTSTREAM_MAX_EVENT_BYTES ({state.max_event_bytes})."
             )
-        stored = state.backend.append(channel, candidate).event
+        try:
+            stored = state.backend.append(channel, candidate).event
+        except PublishError as error:
+            state.count("errors")
+            logger.warning("Publish to %r failed: %s", channel, error)
+            raise
         state.count("published")
         signals.event_published.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]
@@ -269,36 +315,63 @@ class EventStream:
         """
         state = self._state()
         if not channels:
-            raise BadRequest("Subscribe to at least one channel.")
+            state.refuse(BadRequest("Subscribe to at least one channel."), "none")
         if len(channels) > state.max_channels:
-            state.count("refused")
-            raise BadRequest(
+            message = (
                 f"{len(channels)} channels in one subscription, more than"
                 f" EVENTSTREAM_MAX_CHANNELS ({state.max_channels})."
             )
+            state.refuse(BadRequest(message), "%s", message)
         unique = tuple(dict.fromkeys(channels))
         for channel in unique:
             problem = check_channel(channel)
             if problem is not None:
-                state.count("refused")
-                raise BadRequest(problem)
+                state.refuse(BadRequest(problem), "%s", problem)
         if self._authorize is not None:
             for channel in unique:
                 if not self._authorize(channel):
-                    state.count("refused")
-                    logger.info("Refused a subscription to %r.", channel)
-                    raise Forbidden(f"Not allowed to subscribe to {channel!r}.")
+                    message = f"Not allowed to subscribe to {channel!r}."
+                    state.refuse(Forbidden(message), "authorize refused %r.", channel)
         if state.connections >= state.max_connections:
-            state.count("refused")
             error = ServiceUnavailable(
                 "This worker serves its most streams"
                 f" (EVENTSTREAM_MAX_CONNECTIONS = {state.max_connections})."
             )
             error.retry_after = 5
-            raise error
+            state.refuse(error, "the worker holds %d streams.", state.connections)
         if last_event_id is _FROM_REQUEST:
             last_event_id = _request_cursor() if has_request_context() else None
         return Subscription(state, unique, last_event_id)
+
+    def close_channel(self, channel: str) -> None:
+        """End every live stream, long-poll and iteration of ``channel``: on
+        this worker with the memory backend, on every worker with Redis.
+
+        Use it when access is revoked (a user logs out, leaves a room): the
+        clients reconnect at once and must pass :meth:`authorize` again; those
+        it still allows resume from their cursor without a gap. A stream of
+        several channels ends as a whole.
+
+        :raises ValueError: for an invalid channel name.
+        :raises PublishError: if the backend cannot reach the other workers.
+        """
+        state = self._state()
+        problem = check_channel(channel)
+        if problem is not None:
+            raise ValueError(problem)
+        state.backend.close_channel(channel)
+
+    def shutdown(self) -> int:
+        """End every open stream of this worker, each after a last ``retry:``
+        hint between once and twice ``EVENTSTREAM_RETRY`` (jittered, so its
+        clients do not all come back in the same millisecond), and end at once
+        any stream that opens after. Return how many streams were open.
+
+        Under gunicorn this happens by itself when the worker stops (SIGTERM,
+        a SIGHUP reload, ``max_requests``); call it from your own shutdown
+        hook under other servers.
+        """
+        return self._state().monitor.shutdown()
 
     def authorize(self, fn: t.Callable[[str], bool]) -> t.Callable[[str], bool]:
         """Register ``fn(channel) -> bool``, which decides in the request
@@ -330,20 +403,15 @@ class EventStream:
 
 def _request_cursor() -> str | None:
     raw = request.headers.get("Last-Event-ID")
-    if raw is not None:
-        try:
-            # Werkzeug decodes headers as latin-1; browsers send UTF-8.
-            raw = raw.encode("latin-1").decode("utf-8")
-        except UnicodeError:
-            pass  # not an id either way: the stream answers with a reset
-    else:
+    if raw is None:
         raw = request.args.get("lastEventId")
     if not raw:
         return None
-    if len(raw) > MAX_CURSOR_LENGTH:
+    if len(raw) > MAX_CURSOR_LENGTH or CURSOR_PATTERN.match(raw) is None:
         raise BadRequest(
-            f"The cursor (Last-Event-ID or lastEventId) is longer than"
-            f" {MAX_CURSOR_LENGTH} characters; send back an id this server sent."
+            f"The cursor (Last-Event-ID or lastEventId) must be at most"
+            f" {MAX_CURSOR_LENGTH} digits and '-'; send back an id this server"
+            " sent."
         )
     return raw
 

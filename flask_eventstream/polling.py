@@ -42,13 +42,17 @@ def poll_response(sub: Subscription, options: _Options, *, longpoll: bool) -> Re
     try:
         records, announce = sub.open() if longpoll else sub.replay()
     except BackendUnavailable as error:
-        sub.close()
+        sub.close("unavailable")
+        state.count("errors")
+        state.logger.warning("Poll of %s not answered: %s", sub, error)
         unavailable = ServiceUnavailable(f"Events cannot be read now: {error}")
         unavailable.retry_after = 2
         raise unavailable from None
     if longpoll:
         gen = _longpoll_body(sub, options, timeout, records, announce)
-        body: t.Iterable[bytes] = Body(gen, sub.close)
+        waiting = Body(gen, sub.close, state, name=repr(sub), sse=False)
+        sub._on_drop = waiting.cut
+        body: t.Iterable[bytes] = waiting
     else:
         body = [_answer(sub, records, announce, options)]
     response = Response(body, mimetype="application/json", direct_passthrough=True)

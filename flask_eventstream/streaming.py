@@ -38,6 +38,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from .backends.base import Record
 from .errors import BackendUnavailable
 from .event import Event
+from .monitor import jittered
+from .monitor import shut_down_socket
 from .subscription import opened_here
 from .subscription import Subscription
 
@@ -130,13 +132,16 @@ def respond(
             # an answer, and the body starts with what it read.
             records, announce = rv.open()
         except BackendUnavailable as error:
-            rv.close()
+            rv.close("unavailable")
+            state.count("errors")
             state.logger.warning("Stream of %s not opened: %s", rv, error)
             # 200, a retry hint and the end: EventSource gives up for good on
             # any other status, and this must be a pause, not the end.
             pause = options.opening(None) + b": the backend is unavailable\n"
             return sse_response([pause], state, headers)
-        body = Body(_subscription_body(rv, options, records, announce), rv.close)
+        gen = _subscription_body(rv, options, records, announce)
+        body = Body(gen, rv.close, state, name=repr(rv), retry=options.retry)
+        rv._on_drop = body.cut
     elif isinstance(rv, (str, bytes, dict)) or not hasattr(rv, "__iter__"):
         raise TypeError(
             "A view decorated with @stream must return a Subscription, an"
@@ -150,7 +155,9 @@ def respond(
                 " only views that return 'events.subscribe(...)' answer polls."
             )
         runner = _Runner(iter(rv), options)
-        body = Body(_generator_body(runner, options), runner.stop)
+        name = f"the generator view {request.path}"
+        gen = _generator_body(runner, options)
+        body = Body(gen, runner.stop, state, name=name, retry=options.retry)
     return sse_response(body, state, headers)
 
 
@@ -202,37 +209,126 @@ def preflight(response: BaseResponse) -> BaseResponse:
 
 
 class Body:
-    """A response body that can be closed from another thread.
+    """A response body that can be ended from another thread.
 
     A server closes the body from the thread that iterates it. A test client
     read with a timeout iterates it in a helper thread and closes it from the
     test's: closing a generator that is running raises, so instead ``wake``
     makes the running generator end, and its ``finally`` runs where it runs.
+
+    The worker's :class:`~flask_eventstream.monitor.Monitor` watches every
+    body: ``writing_since`` tells it a write is blocked, :meth:`end` and
+    :meth:`abort` are how it ends one.
     """
 
-    __slots__ = ("_gen", "_wake", "_busy")
+    __slots__ = (
+        "_gen",
+        "_wake",
+        "_busy",
+        "_monitor",
+        "_retry",
+        "name",
+        "sse",
+        "socket",
+        "started",
+        "writing_since",
+        "ending",
+        "__weakref__",
+    )
 
-    def __init__(self, gen: t.Generator[bytes, None, None], wake: t.Callable[[], None]):
+    def __init__(
+        self,
+        gen: t.Generator[bytes, None, None],
+        wake: t.Callable[[str], object],
+        state: _State,
+        *,
+        name: str,
+        retry: int | None = None,
+        sse: bool = True,
+    ) -> None:
         self._gen = gen
         self._wake = wake
         self._busy = False
+        self._retry = retry
+        #: What the stream serves, for the log.
+        self.name = name
+        #: An event stream (the monitor's lifetime and last retry hint apply),
+        #: not a long-poll.
+        self.sse = sse
+        #: The client's socket, when the server exposes it (gunicorn, Werkzeug).
+        self.socket = client_socket()
+        self.started = time.monotonic()
+        #: When the server was handed the chunk it is writing; ``None`` while
+        #: the body waits for its next one.
+        self.writing_since: float | None = None
+        #: Why the stream was ended from outside, if it was.
+        self.ending: str | None = None
+        self._monitor = state.monitor
+        self._monitor.add(self)
 
     def __iter__(self) -> Body:
         return self
 
     def __next__(self) -> bytes:
+        self.writing_since = None
         self._busy = True
         try:
-            return next(self._gen)
+            chunk = next(self._gen)
+        except StopIteration:
+            if self.ending not in ("shutdown", "lifetime") or not self.sse:
+                raise
+            self.sse = False  # one hint, then the end
+            chunk = jittered(self._retry)
         finally:
             self._busy = False
+        self.writing_since = time.monotonic()
+        return chunk
 
     def close(self) -> None:
+        self._monitor.discard(self)
+        self.writing_since = None
         if not self._busy:
             self._gen.close()
         # Also when the body never started (a HEAD request, a failed write of
         # the head): what the view opened is closed all the same.
-        self._wake()
+        self._wake("closed")
+
+    def end(self, reason: str) -> None:
+        """End the stream after what it is writing: ``"shutdown"`` and
+        ``"lifetime"`` add a jittered ``retry:`` hint.
+        """
+        if self.ending is None:
+            self.ending = reason
+        self._wake(reason)
+
+    def abort(self, reason: str) -> None:
+        """End the stream and shut its connection down: its client is not
+        reading, and the write it blocks would never finish.
+        """
+        state = self._monitor._state
+        state.count("dropped")
+        state.logger.warning(
+            "Dropped the stream of %s (%s): a write blocked longer than"
+            " EVENTSTREAM_SEND_TIMEOUT; the client resumes from history when"
+            " it reconnects.",
+            self.name,
+            reason,
+        )
+        self.end(reason)
+        self.cut()
+
+    def cut(self) -> None:
+        """Shut the connection down if a write to it is blocked (a dropped
+        client that stopped reading), which frees the writer at once.
+        """
+        if self.writing_since is not None and self.socket is not None:
+            shut_down_socket(self.socket)
+
+
+def client_socket() -> t.Any:
+    """The request's client socket, where the server exposes one."""
+    environ = request.environ
+    return environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
 
 
 class _Options:
@@ -310,13 +406,13 @@ class _Runner:
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "closed") -> None:
         """Stop at the generator's next item; close its subscriptions now, so
         one the generator waits on ends at once.
         """
         self.stopped = True
         for sub in list(self.opened):
-            sub.close()
+            sub.close(reason)
         try:  # wake the stream if it waits for the next item
             self.chunks.put_nowait(_END)
         except queue.Full:

@@ -57,6 +57,7 @@ class Subscription:
         "_high",
         "_closed",
         "_attached",
+        "_on_drop",
         "__weakref__",
     )
 
@@ -74,6 +75,9 @@ class Subscription:
         #: Why the subscription ended (``None`` while it is live).
         self._closed: str | None = None
         self._attached = False
+        #: Set by the stream serving it: shuts the connection down if a write
+        #: to it is blocked when the queue overflows.
+        self._on_drop: t.Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
@@ -89,11 +93,15 @@ class Subscription:
         reconnects before any event arrives).
         """
         state = self._state
-        for channel in self.channels:
-            if state.bus.connect(channel, self._receive):
-                state.backend.listen(channel)
-        self._attached = True
+        # Counted first, before any backend work: EventStream.subscribe
+        # checked the limit, and nothing between there and here switches.
         state.connections += 1
+        self._attached = True
+        # Every channel on the bus before the first backend call, so a failure
+        # in one leaves nothing for close() to miss.
+        first = [c for c in self.channels if state.bus.connect(c, self._receive)]
+        for channel in first:
+            state.backend.listen(channel)
         running = opened_here.get()
         if running is not None:
             running.append(self)
@@ -118,7 +126,13 @@ class Subscription:
         except CursorProblem as problem:
             self._high = head = backend.head()
             state.count("resets")
-            state.logger.info("Reset %s at cursor %r: %s", self, cursor, problem.detail)
+            state.logger.info(
+                "Reset %s at cursor %r (%s): %s",
+                self,
+                cursor,
+                problem.reason,
+                problem.detail,
+            )
             data = json.dumps(
                 {"reason": problem.reason, "detail": problem.detail, "cursor": cursor}
             )
@@ -128,12 +142,20 @@ class Subscription:
         state.count("replayed", len(records))
         return records, None
 
-    def close(self, reason: str = "closed") -> None:
-        """End the subscription: disconnect it and wake whoever waits on it."""
-        if self._closed is None:
+    def close(self, reason: str = "closed") -> bool:
+        """End the subscription: disconnect it and wake whoever waits on it.
+
+        :param reason: why, for the ``client_disconnected`` signal: ``"closed"``
+            (the client left), ``"overflow"``, ``"revoked"``
+            (:meth:`EventStream.close_channel`), ``"shutdown"``, ``"lifetime"``.
+        :return: whether it was live until now.
+        """
+        live = self._closed is None
+        if live:
             self._closed = reason
         self._detach()
         self._wake.set()
+        return live
 
     def _detach(self) -> None:
         if not self._attached:
@@ -160,13 +182,15 @@ class Subscription:
             self._closed = "overflow"
             self._state.count("dropped")
             self._state.logger.warning(
-                "Dropped %s: %d events queued and unread; the client resumes"
+                "Dropped %s (overflow): %d events queued and unread; the client resumes"
                 " from history when it reconnects.",
                 self,
                 len(queue),
             )
             queue.clear()  # free the memory now, not when the writer wakes
             self._detach()
+            if self._on_drop is not None:
+                self._on_drop()
         else:
             queue.append(record)
         self._wake.set()

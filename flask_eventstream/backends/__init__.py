@@ -17,13 +17,20 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def create_backend(
-    url: str, history: int, *, ttl: float | None = None, prefix: str = "eventstream:"
+    url: str,
+    history: int,
+    *,
+    ttl: float | None = None,
+    prefix: str = "eventstream:",
+    channels: int = 10000,
 ) -> Backend:
-    """Return the backend that ``EVENTSTREAM_BACKEND`` names."""
+    """Return the backend that ``EVENTSTREAM_BACKEND`` names. ``ttl`` and
+    ``prefix`` apply to Redis, ``channels`` to the memory backend.
+    """
     if not isinstance(url, str):
         raise ValueError(f"EVENTSTREAM_BACKEND must be a str, not {url!r}.")
     if url == "memory":
-        return MemoryBackend(history)
+        return MemoryBackend(history, channels=channels)
     if url.startswith(_REDIS_SCHEMES):
         # Imported only here: the redis package is an optional extra.
         from .redis import RedisBackend

@@ -79,20 +79,25 @@ class CursorProblem(Exception):
 
 #: Called by a backend for every event that reaches this worker.
 Deliver = t.Callable[[Record], None]
+#: Called by a backend when a channel's streams must end on this worker.
+Revoke = t.Callable[[str], None]
 
 
 class Backend(ABC):
     """Stores events with ids and history, and delivers them to this worker.
 
     The extension sets :attr:`deliver` before the first publish; a backend
-    calls it once for every event that reaches this worker, in id order.
+    calls it once for every event that reaches this worker, in id order. It
+    calls :attr:`revoke` on every worker for each :meth:`close_channel`.
     """
 
     deliver: Deliver
+    revoke: Revoke
 
     def __init__(self, history: int) -> None:
         self.history = history
         self.deliver = _nowhere
+        self.revoke = _nowhere
 
     @abstractmethod
     def append(self, channel: str, event: Event) -> Record:
@@ -114,6 +119,12 @@ class Backend(ABC):
         :raises CursorProblem: if ``after`` cannot be resumed from.
         """
 
+    def close_channel(self, channel: str) -> None:
+        """End the live streams of ``channel`` on every worker this backend
+        reaches (here: this one), through :attr:`revoke`.
+        """
+        self.revoke(channel)
+
     def listen(self, channel: str) -> None:  # noqa: B027 - optional hook
         """This worker has gained its first subscriber of ``channel``."""
 
@@ -128,5 +139,5 @@ class Backend(ABC):
         return {}
 
 
-def _nowhere(record: Record) -> None:
+def _nowhere(_: object) -> None:
     return None

@@ -30,15 +30,27 @@ class _Channel:
 
 
 class MemoryBackend(Backend):
-    """Keeps the last ``history`` events of every channel in this process."""
+    """Keeps the last ``history`` events of each channel in this process.
 
-    def __init__(self, history: int) -> None:
+    :param channels: channels whose history is kept
+        (``EVENTSTREAM_HISTORY_CHANNELS``); publishing to one more forgets the
+        history of the one published to least recently, so memory stays
+        bounded however many channel names a site invents.
+    """
+
+    def __init__(self, history: int, *, channels: int = 10000) -> None:
         super().__init__(history)
+        self.max_channels = channels
         # Held while an id is assigned, stored and delivered, so that threads
         # publishing at once deliver in id order (a subscriber drops any id at
         # or below the last one it sent). Nothing inside waits or switches.
         self._lock = threading.Lock()
-        self._channels: dict[str, _Channel] = {}
+        # Least recently published first.
+        self._channels: collections.OrderedDict[str, _Channel] = (
+            collections.OrderedDict()
+        )
+        #: The newest key of any channel forgotten to keep within the cap.
+        self._forgotten: Key = (0, 0)
         #: Ids at or below this were never assigned by this process.
         self._boot: Key = (now_ms(), 0)
         self._last: Key = self._boot
@@ -51,9 +63,16 @@ class MemoryBackend(Backend):
             self._last = key
             stored = Event(event.data, event.event, format_id(key))
             record = Record(channel, key, stored)
-            history = self._channels.get(channel)
+            channels = self._channels
+            history = channels.get(channel)
             if history is None:
-                history = self._channels[channel] = _Channel(self.history)
+                if len(channels) >= self.max_channels:
+                    _, oldest = channels.popitem(last=False)
+                    if oldest.events:
+                        self._forgotten = max(self._forgotten, oldest.events[-1].key)
+                history = channels[channel] = _Channel(self.history)
+            else:
+                channels.move_to_end(channel)
             events = history.events
             if len(events) == events.maxlen and events:
                 history.trimmed = events[0].key
@@ -78,6 +97,12 @@ class MemoryBackend(Backend):
             for channel in channels:
                 history = self._channels.get(channel)
                 if history is None:
+                    if after < self._forgotten:
+                        raise CursorProblem(
+                            "expired",
+                            f"The history of channel {channel!r} may have been"
+                            " forgotten (EVENTSTREAM_HISTORY_CHANNELS).",
+                        )
                     continue
                 if history.trimmed is not None and after < history.trimmed:
                     raise CursorProblem(

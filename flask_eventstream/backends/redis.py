@@ -100,6 +100,10 @@ class RedisBackend(Backend):
         self.ttl = ttl
         self.prefix = prefix
         self._last_key = f"{prefix}last-id"
+        # close_channel() entries, read by every worker's listener. They take
+        # ids from the shared sequence, so a listener that starts reading at
+        # the head misses none issued after it.
+        self._control = f"{prefix}control".encode()
         pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
@@ -139,6 +143,17 @@ class RedisBackend(Backend):
         assert key is not None
         # Delivered to this worker's clients by its listener, like everyone's.
         return Record(channel, key, Event(event.data, event.event, id))
+
+    def close_channel(self, channel: str) -> None:
+        try:
+            self._append(
+                keys=[self._control, self._last_key],
+                args=[100, 0, "", channel],
+            )
+        except redis.RedisError as error:
+            raise PublishError(
+                f"Redis could not close channel {channel!r}: {error}"
+            ) from error
 
     def head(self) -> Key:
         try:
@@ -197,6 +212,7 @@ class RedisBackend(Backend):
         start = format_id(self.head()).encode()
         with self._lock:
             self._cursors.setdefault(key, start)
+            self._cursors.setdefault(self._control, start)
             self._channels[key] = channel
             if self._listener is None:
                 self._listener = threading.Thread(
@@ -216,6 +232,8 @@ class RedisBackend(Backend):
         with self._lock:
             self._cursors.pop(key, None)
             self._channels.pop(key, None)
+            if not self._channels:
+                self._cursors.pop(self._control, None)
 
     def _listen(self) -> None:
         failures = 0
@@ -266,7 +284,10 @@ class RedisBackend(Backend):
         horizon: Key | None = None
         batch: list[tuple[bytes, Record]] = []
         for stream_key, entries in reply:
-            channel = self._channels.get(stream_key)
+            if stream_key == self._control:
+                channel: str | None = ""
+            else:
+                channel = self._channels.get(stream_key)
             if channel is None or not entries:
                 continue
             if len(entries) >= _COUNT:
@@ -281,7 +302,10 @@ class RedisBackend(Backend):
             with self._lock:
                 if stream_key in self._cursors:
                     self._cursors[stream_key] = format_id(record.key).encode()
-            self.deliver(record)
+            if stream_key == self._control:
+                self.revoke(record.event.data)
+            else:
+                self.deliver(record)
 
     def close(self) -> None:
         self._stopped = True

@@ -1,0 +1,159 @@
+"""The open streams of one app in one worker, and what ends them from outside.
+
+A stream's own loop ends it when its client leaves or its subscription ends.
+The monitor ends the others:
+
+- every stream, when the worker stops: gunicorn's SIGTERM, the old workers of
+  a SIGHUP reload, a ``max_requests`` restart. Each gets a last ``retry:``
+  hint, jittered, so its clients come back to the new workers spread out
+  rather than in one burst, and the worker exits well inside
+  ``graceful_timeout`` instead of waiting for clients that never leave;
+- a stream older than ``EVENTSTREAM_MAX_LIFETIME``, so long-lived connections
+  rebalance across workers;
+- a stream whose write has been blocked longer than
+  ``EVENTSTREAM_SEND_TIMEOUT``: its client keeps the connection open but does
+  not read. Its socket is shut down, which fails the blocked write, so the
+  greenlet (or thread) and its buffers are freed.
+
+Under gunicorn the monitor finds the worker through its ``SIGTERM`` handler
+and watches its ``alive`` flag, the one every kind of stop clears; under
+other servers call :meth:`EventStream.shutdown` yourself.
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import typing as t
+
+if t.TYPE_CHECKING:
+    from .extension import _State
+    from .streaming import Body
+
+#: Seconds between two looks at the streams and the worker.
+PERIOD = 0.25
+
+
+class Monitor:
+    """One per app and worker: the live stream bodies, and a thread (a
+    greenlet under gevent) that runs while there are any.
+    """
+
+    def __init__(self, state: _State) -> None:
+        self._state = state
+        self.bodies: set[Body] = set()
+        self.stopping = False
+        self._lock = threading.Lock()
+        self._running = False
+        self._pid = 0
+
+    def add(self, body: Body) -> None:
+        """Watch ``body``; end it at once when the worker is stopping (a
+        request that came on a kept-alive connection after the stop).
+        """
+        if self.stopping:
+            body.end("shutdown")
+        self.bodies.add(body)
+        if not self._running or self._pid != os.getpid():
+            self._start()
+
+    def discard(self, body: Body) -> None:
+        self.bodies.discard(body)
+
+    def shutdown(self) -> int:
+        """End every stream with a jittered retry hint, and every stream that
+        opens from now on; return how many were open.
+        """
+        self.stopping = True
+        bodies = self.bodies.copy()
+        for body in bodies:
+            body.end("shutdown")
+        return len(bodies)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._running and self._pid == os.getpid():
+                return
+            # After a fork the parent's thread is gone: start one here.
+            self._running = True
+            self._pid = os.getpid()
+        thread = threading.Thread(
+            target=self._run, name="eventstream-monitor", daemon=True
+        )
+        thread.start()
+
+    def _run(self) -> None:
+        worker = gunicorn_worker()
+        while True:
+            time.sleep(PERIOD)
+            if worker is not None and not worker.alive and not self.stopping:
+                count = self.shutdown()
+                self._state.logger.info(
+                    "The worker is stopping: ended its %d open streams.", count
+                )
+            with self._lock:
+                if not self.bodies:
+                    # Started again by the next stream; no thread per idle app.
+                    self._running = False
+                    return
+            self.check(time.monotonic())
+
+    def check(self, now: float) -> None:
+        """End the streams past their lifetime, and those whose write is
+        blocked past the send timeout.
+        """
+        state = self._state
+        lifetime = state.max_lifetime
+        for body in self.bodies.copy():
+            since = body.writing_since
+            if since is not None and now - since > state.send_timeout:
+                body.abort("stalled")
+            elif lifetime is not None and body.sse and now - body.started > lifetime:
+                body.end("lifetime")
+
+
+def jittered(retry: int | None) -> bytes:
+    """A last ``retry:`` hint, between once and twice the usual delay: the
+    clients a stop cuts off come back spread out, not all at once.
+    """
+    base = retry if retry else 3000
+    return f"retry: {random.randint(base, 2 * base)}\n\n".encode()
+
+
+def gunicorn_worker() -> t.Any:
+    """Return the gunicorn worker serving this process, or ``None``.
+
+    Gunicorn installs ``worker.handle_exit`` as the worker's ``SIGTERM``
+    handler; reading a handler is allowed from any thread.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    worker = getattr(handler, "__self__", None)
+    if worker is None or not type(worker).__module__.startswith("gunicorn."):
+        return None
+    return worker if hasattr(worker, "alive") else None
+
+
+def shut_down_socket(sock: t.Any) -> None:
+    """Shut a client's connection down both ways, from any thread or greenlet.
+
+    It is done on a duplicate of the descriptor: gevent's own ``shutdown``
+    cancels the blocked writer with an error gunicorn logs as a crash, while
+    this fails its write with ``EPIPE``, which every server takes as a
+    client that left.
+    """
+    try:
+        # The C socket type: gevent's patched one would do the same as above.
+        duplicate = _socket.socket(fileno=os.dup(sock.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return  # already closed
+    try:
+        duplicate.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        duplicate.close()
