@@ -50,6 +50,7 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_REDIS_PREFIX": "eventstream:",
     "EVENTSTREAM_MAX_LIFETIME": None,
     "EVENTSTREAM_SEND_TIMEOUT": 30.0,
+    "EVENTSTREAM_SEND_BUFFER": None,
     "EVENTSTREAM_HISTORY_CHANNELS": 10000,
 }
 
@@ -116,6 +117,9 @@ class _State:
         self.poll_timeout = _positive(config, "EVENTSTREAM_POLL_TIMEOUT", float)
         self.poll_batch = _positive(config, "EVENTSTREAM_POLL_BATCH", int)
         self.send_timeout = _positive(config, "EVENTSTREAM_SEND_TIMEOUT", float)
+        self.send_buffer: int | None = None
+        if config["EVENTSTREAM_SEND_BUFFER"] is not None:
+            self.send_buffer = _positive(config, "EVENTSTREAM_SEND_BUFFER", int)
         self.max_lifetime: float | None = None
         if config["EVENTSTREAM_MAX_LIFETIME"] is not None:
             self.max_lifetime = _positive(config, "EVENTSTREAM_MAX_LIFETIME", float)
@@ -332,7 +336,7 @@ class EventStream:
                 if not self._authorize(channel):
                     message = f"Not allowed to subscribe to {channel!r}."
                     state.refuse(Forbidden(message), "authorize refused %r.", channel)
-        if state.connections >= state.max_connections:
+        if state.connections >= state.max_connections and not _short_poll():
             error = ServiceUnavailable(
                 "This worker serves its most streams"
                 f" (EVENTSTREAM_MAX_CONNECTIONS = {state.max_connections})."
@@ -399,6 +403,11 @@ class EventStream:
             "counters": dict(state.counters),
             **state.backend.stats(),
         }
+
+
+def _short_poll() -> bool:
+    # A poll is answered at once and holds no connection: never refused.
+    return has_request_context() and request.args.get("transport") == "poll"
 
 
 def _request_cursor() -> str | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import queue
+import socket
 import threading
 import time
 import typing as t
@@ -54,6 +55,10 @@ F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 HEARTBEAT = b":\n"
 
 TRANSPORTS = ("eventsource", "poll", "longpoll")
+
+#: The most bytes joined into one write (one event larger than this goes out
+#: whole): what a client that stopped reading holds in a blocked write.
+MAX_CHUNK = 256 * 1024
 
 
 @t.overload
@@ -257,6 +262,12 @@ class Body:
         self.sse = sse
         #: The client's socket, when the server exposes it (gunicorn, Werkzeug).
         self.socket = client_socket()
+        if state.send_buffer is not None and self.socket is not None:
+            # Bounds what the kernel holds for a client that stopped reading
+            # (by default it grows to net.ipv4.tcp_wmem's maximum).
+            self.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, state.send_buffer
+            )
         self.started = time.monotonic()
         #: When the server was handed the chunk it is writing; ``None`` while
         #: the body waits for its next one.
@@ -361,9 +372,12 @@ def _subscription_body(
     try:
         chunk = options.opening(announce)
         if records:
-            chunk += b"".join([record.event.encode() for record in records])
             state.count("delivered", len(records))
-        yield chunk
+            replay = _chunks(records)
+            yield chunk + next(replay)
+            yield from replay
+        else:
+            yield chunk
         last_write = time.monotonic()
         while True:
             remaining = last_write + heartbeat - time.monotonic()
@@ -372,9 +386,10 @@ def _subscription_body(
                 return
             if fresh:
                 # Everything queued goes out in one write: under a burst this
-                # is what lets a writer catch up instead of overflowing.
+                # is what lets a writer catch up instead of overflowing. Up to
+                # MAX_CHUNK bytes a write, so a blocked one holds little.
                 state.count("delivered", len(fresh))
-                yield b"".join([record.event.encode() for record in fresh])
+                yield from _chunks(fresh)
             elif time.monotonic() - last_write < heartbeat:
                 continue
             else:
@@ -382,6 +397,21 @@ def _subscription_body(
             last_write = time.monotonic()
     finally:
         sub.close()
+
+
+def _chunks(records: list[Record]) -> t.Iterator[bytes]:
+    """Join the records' bytes into writes of about ``MAX_CHUNK`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    for record in records:
+        data = record.event.encode()
+        parts.append(data)
+        size += len(data)
+        if size >= MAX_CHUNK:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 _END = object()

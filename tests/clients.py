@@ -265,3 +265,206 @@ class Follower:
         if self.error is not None:
             raise self.error
         return self.received
+
+
+class Member:
+    """One client of a :class:`Crowd`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.events: list[Event] = []
+        self.statuses: list[int] = []
+        self.pids: list[str] = []
+        self.cursor = ""
+        self.connects = 0
+        self.gave_up = False
+        self.retry = 500
+        self.retries: list[int] = []  # each connection's last retry: hint
+        self.index = 0
+        self.sock: socket.socket | None = None
+        self.head = b""
+        self.parser = Parser()
+
+
+class Crowd:
+    """Many EventSource-like clients served by one thread.
+
+    Each sends an HTTP/1.0 GET (its body then ends with the connection),
+    parses what arrives, and when the connection ends reconnects with
+    ``Last-Event-ID`` after the stream's ``retry:`` delay, as a browser does.
+    Like EventSource, it stops for good on a 204 or any 4xx; it retries a 5xx.
+    """
+
+    def __init__(self, url: str, paths: t.Sequence[str]) -> None:
+        import selectors
+        import threading
+
+        host, port = url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+        self.members = [Member(path) for path in paths]
+        for index, member in enumerate(self.members):
+            member.index = index
+        self._selector = selectors.DefaultSelector()
+        self._due: list[tuple[float, int]] = [(0.0, n) for n in range(len(paths))]
+        self._changed = threading.Condition()
+        self._stopped = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    # -- what a test reads -------------------------------------------------
+
+    def received(self) -> int:
+        return sum(len(m.events) for m in self.members)
+
+    def wait_until(self, check: t.Callable[[], bool], timeout: float = 30) -> None:
+        """Wait until ``check()`` holds, re-checked after every read; fail at
+        the deadline.
+        """
+        with self._changed:
+            ok = self._changed.wait_for(
+                lambda: self.error is not None or check(), timeout
+            )
+        if self.error is not None:
+            raise self.error
+        assert ok, f"not reached in {timeout}s; {self.received()} events received"
+
+    def close(self) -> None:
+        self._stopped = True
+        self._thread.join(10)
+        for member in self.members:
+            if member.sock is not None:
+                member.sock.close()
+        self._selector.close()
+
+    # -- the thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        import heapq
+
+        try:
+            while not self._stopped:
+                now = time.monotonic()
+                while self._due and self._due[0][0] <= now:
+                    _, index = heapq.heappop(self._due)
+                    self._connect(self.members[index])
+                wait = 0.05
+                if self._due:
+                    wait = max(0.0, min(wait, self._due[0][0] - now))
+                ready = self._selector.select(wait)
+                for key, _ in ready:
+                    self._read(key.data)
+                if ready:
+                    with self._changed:
+                        self._changed.notify_all()
+        except BaseException as error:  # reported to the test
+            self.error = error
+            with self._changed:
+                self._changed.notify_all()
+
+    def _connect(self, member: Member) -> None:
+        import selectors
+
+        try:
+            sock = socket.create_connection(self.address, timeout=5)
+        except OSError:
+            self._schedule(member)
+            return
+        headers = f"Last-Event-ID: {member.cursor}\r\n" if member.cursor else ""
+        request = f"GET {member.path} HTTP/1.0\r\nHost: test\r\n{headers}\r\n"
+        sock.sendall(request.encode())
+        sock.setblocking(False)
+        member.sock, member.head = sock, b""
+        member.parser = Parser(last_event_id=member.cursor)
+        member.connects += 1
+        self._selector.register(sock, selectors.EVENT_READ, member)
+
+    def _read(self, member: Member) -> None:
+        assert member.sock is not None
+        try:
+            data = member.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._ended(member)
+            return
+        if member.head is not None:
+            member.head += data
+            if b"\r\n\r\n" not in member.head:
+                return
+            head, data = member.head.split(b"\r\n\r\n", 1)
+            member.head = None  # type: ignore[assignment]
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            member.statuses.append(status)
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.lower() == "x-worker-pid":
+                    member.pids.append(value.strip())
+            if status == 204 or 400 <= status < 500:
+                member.gave_up = True
+        member.events += member.parser.feed(data)
+        member.cursor = member.parser.last_event_id
+
+    def _ended(self, member: Member) -> None:
+        assert member.sock is not None
+        self._selector.unregister(member.sock)
+        member.sock.close()
+        member.sock = None
+        if member.parser.retry is not None:
+            member.retry = member.parser.retry
+            member.retries.append(member.retry)
+        if not member.gave_up and not self._stopped:
+            self._schedule(member)
+
+    def _schedule(self, member: Member) -> None:
+        import heapq
+
+        due = time.monotonic() + member.retry / 1000
+        heapq.heappush(self._due, (due, member.index))
+
+
+class FastPublisher:
+    """Publishes through the test app's ``POST /publish`` on one kept-alive
+    connection, each request in one write with Nagle off: what it measures
+    is the server, not the client's delayed ACKs.
+    """
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._buffer = b""
+
+    def publish(self, channel: str, data: str) -> str:
+        from urllib.parse import urlencode
+
+        body = urlencode({"channel": channel, "data": data}).encode()
+        head = (
+            "POST /publish HTTP/1.1\r\nHost: t\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body)
+        while b"\r\n\r\n" not in self._buffer:
+            self._buffer += self.sock.recv(65536)
+        head_bytes, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in head_bytes.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        while len(self._buffer) < length:
+            self._buffer += self.sock.recv(65536)
+        answer, self._buffer = self._buffer[:length], self._buffer[length:]
+        assert head_bytes.startswith(b"HTTP/1.1 200"), head_bytes
+        import json
+
+        return str(json.loads(answer)[0])
+
+    def close(self) -> None:
+        self.sock.close()

@@ -28,9 +28,17 @@ def create_app() -> Flask:
     app.config.from_prefixed_env()
     events.init_app(app)
 
+    # Users banned by POST /ban, in a file every worker reads.
+    bans = os.environ.get("TEST_BANS_FILE")
+
     @events.authorize
     def authorize(channel: str) -> bool:
-        return not channel.startswith("secret")
+        if channel.startswith("secret"):
+            return False
+        if bans and os.path.exists(bans):
+            with open(bans) as file:
+                return request.args.get("user", "") not in file.read().split()
+        return True
 
     @app.after_request
     def worker_pid(response: t.Any) -> t.Any:
@@ -57,8 +65,39 @@ def create_app() -> Flask:
                 event = events.publish(channel, data, event=request.form.get("event"))
             except PublishError as error:
                 return {"error": str(error), "published": ids}, 503
+            except ValueError as error:
+                return {"error": str(error), "published": ids}, 400
             ids.append(event.id)
         return jsonify(ids)
+
+    @app.post("/ban")
+    def ban() -> t.Any:
+        assert bans is not None
+        with open(bans, "a") as file:
+            file.write(request.form["user"] + "\n")
+        return "banned"
+
+    @app.post("/close")
+    def close() -> t.Any:
+        events.close_channel(request.form["channel"])
+        return "closed"
+
+    @app.get("/debug")
+    def debug() -> t.Any:
+        # What a leak would grow: greenlets, descriptors, memory.
+        import gc
+
+        from greenlet import greenlet
+
+        with open("/proc/self/status") as file:
+            rss = next(line for line in file if line.startswith("VmRSS"))
+        return {
+            "greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
+            "fds": len(os.listdir("/proc/self/fd")),
+            "rss_kb": int(rss.split()[1]),
+            "streams": len(events._state().monitor.bodies),
+            "connections": events.stats()["connections"],
+        }
 
     @app.get("/stats")
     def stats() -> t.Any:

@@ -1,0 +1,376 @@
+"""Reliability and security against real servers: revoked channels, limits,
+clients that stop reading, worker restarts, stream lifetimes and leaks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import typing as t
+import uuid
+from pathlib import Path
+
+import httpx
+from clients import Crowd
+from clients import FastPublisher
+from clients import RawStream
+from conftest import RedisServer
+from conftest import Server
+from conftest import TESTS
+
+from flask_eventstream.testing import parse
+
+
+def redis_config(redis_server: RedisServer, **extra: t.Any) -> dict[str, t.Any]:
+    # A key prefix of its own: tests share the session's redis-server.
+    config = {
+        "BACKEND": redis_server.url,
+        "REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
+    }
+    config.update(extra)
+    return config
+
+
+def debug(server: Server) -> dict[str, t.Any]:
+    return t.cast(dict[str, t.Any], httpx.get(server.url + "/debug", timeout=5).json())
+
+
+def process_gone(pid: int, timeout: float) -> float:
+    """Wait until ``pid`` has exited; return how long it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                if file.read().split()[2] == "Z":  # exited, not yet reaped
+                    return time.monotonic() - start
+        except FileNotFoundError:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} still runs after {timeout}s")
+
+
+# -- authorization --------------------------------------------------------
+
+
+def test_close_channel_ends_streams_on_every_worker_and_reauthorizes(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    server = Server(workers=3, config=redis_config(redis_server, RETRY=200))
+    server.env["TEST_BANS_FILE"] = str(tmp_path / "bans")
+    server.start()
+    paths = [f"/stream/room?user=alice{n}" for n in range(10)]
+    paths += [f"/stream/room?user=bob{n}" for n in range(20)]
+    paths += [f"/stream/other?user=alice{n}" for n in range(10)]
+    crowd = Crowd(server.url, paths)
+    alices, bobs, others = crowd.members[:10], crowd.members[10:30], crowd.members[30:]
+    try:
+        crowd.wait_until(lambda: all(m.statuses == [200] for m in crowd.members))
+        # Workers hold the streams of the room among them.
+        assert len({m.pids[0] for m in alices + bobs}) >= 2
+        first = server.publish("room", "before {n}", count=5)
+        crowd.wait_until(lambda: all(len(m.events) == 5 for m in alices + bobs))
+
+        for n in range(10):
+            banned = httpx.post(server.url + "/ban", data={"user": f"alice{n}"})
+            banned.raise_for_status()
+        httpx.post(server.url + "/close", data={"channel": "room"}).raise_for_status()
+
+        # Everyone in the room was cut off and came back through authorize.
+        crowd.wait_until(lambda: all(m.statuses == [200, 403] for m in alices))
+        crowd.wait_until(lambda: all(m.statuses == [200, 200] for m in bobs))
+        after = server.publish("room", "after {n}", count=5)
+        crowd.wait_until(lambda: all(len(m.events) == 10 for m in bobs))
+        for member in bobs:
+            assert [e.id for e in member.events] == first + after
+        for member in alices:
+            assert [e.id for e in member.events] == first
+            assert member.gave_up
+        # Streams of other channels were not touched.
+        assert all(m.connects == 1 and m.statuses == [200] for m in others)
+    finally:
+        crowd.close()
+        server.stop()
+
+
+# -- limits ---------------------------------------------------------------
+
+
+def test_connection_limit_answers_503_and_frees_up() -> None:
+    server = Server(config={"MAX_CONNECTIONS": 5}).start()
+    streams = []
+    try:
+        for _ in range(5):
+            streams.append(RawStream(server.url, "/stream/full"))
+            streams[-1].open()
+            assert streams[-1].status == 200
+        for transport in ("eventsource", "longpoll"):
+            over = httpx.get(
+                server.url + f"/stream/full?transport={transport}", timeout=5
+            )
+            assert over.status_code == 503
+            assert over.headers["retry-after"] == "5"
+            assert b"EVENTSTREAM_MAX_CONNECTIONS = 5" in over.content
+        # A plain poll holds no connection: it is answered.
+        assert httpx.get(server.url + "/stream/full?transport=poll").status_code == 200
+        for stream in streams[:2]:
+            stream.close()
+        server.wait_for(lambda s: s["connections"] == 3)
+        again = RawStream(server.url, "/stream/full")
+        again.open()
+        assert again.status == 200
+        again.close()
+        assert server.stats()["counters"]["refused"] == 2
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
+
+
+# -- slow consumers -------------------------------------------------------
+
+
+def _latencies(publisher: FastPublisher, reader: RawStream, count: int) -> list[float]:
+    """Publish ``count`` events one at a time; return each one's time from
+    the publish request to its arrival at ``reader``.
+    """
+    found = []
+    for n in range(count):
+        start = time.perf_counter()
+        id = publisher.publish("feed", f"{n:04d}" + "y" * 4000)
+        (event,) = reader.events(1)
+        found.append(time.perf_counter() - start)
+        assert event.id == id
+    return found
+
+
+def test_clients_that_stop_reading_are_dropped_and_cost_nothing() -> None:
+    server = Server(
+        config={
+            "QUEUE_SIZE": 100,
+            "HISTORY": 2000,
+            "SEND_TIMEOUT": 3,
+            "SEND_BUFFER": 65536,
+        }
+    ).start()
+    stuck: list[socket.socket] = []
+    try:
+        reader = RawStream(server.url, "/stream/feed")
+        reader.open()
+        publisher = FastPublisher(server.url)
+        _latencies(publisher, reader, 20)  # warm up
+        idle = debug(server)
+        unloaded = _latencies(publisher, reader, 100)
+
+        # 200 clients open the stream and never read a byte.
+        for _ in range(200):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /stream/feed HTTP/1.1\r\nHost: t\r\n\r\n")
+            stuck.append(sock)
+        server.wait_for(lambda s: s["connections"] == 201)
+        loaded = _latencies(publisher, reader, 300)
+
+        # Their queues overflowed: each was dropped, its connection shut.
+        stats = server.wait_for(lambda s: s["connections"] == 1, timeout=15)
+        assert stats["counters"]["dropped"] == 200
+        after = debug(server)
+        assert after["streams"] == 1
+        assert after["greenlets"] <= idle["greenlets"] + 5
+        # 300 events of 4 KB went to 200 clients: 240 MB had they been
+        # buffered per client. The bound: 40 MB over the idle worker.
+        assert after["rss_kb"] - idle["rss_kb"] < 40_000, (idle, after)
+
+        # The reader's delivery kept its pace (medians: the overflowing
+        # clients are dropped during the first events of the loaded run).
+        quiet, busy = statistics.median(unloaded), statistics.median(loaded)
+        print(f"median latency {quiet * 1000:.2f} ms idle, {busy * 1000:.2f} ms loaded")
+        assert busy <= 2 * quiet, (quiet, busy)
+
+        # A dropped client resumes from history with its last id.
+        body = b""
+        stuck[0].settimeout(5)
+        while chunk := stuck[0].recv(65536):
+            body += chunk
+        received = parse(body.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n"))
+        back = RawStream(
+            server.url, "/stream/feed", {"Last-Event-ID": received[-1].id or ""}
+        )
+        replayed = back.open(received[-1].id or "")
+        last = int(received[-1].data[:4])
+        replayed += back.events(300 - last - 1 - len(replayed))
+        assert [e.data[:4] for e in replayed] == [
+            f"{n:04d}" for n in range(last + 1, 300)
+        ]
+        back.close()
+        reader.close()
+        publisher.close()
+    finally:
+        for sock in stuck:
+            sock.close()
+        server.stop()
+
+
+# -- graceful shutdown ----------------------------------------------------
+
+
+def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
+    redis_server: RedisServer,
+) -> None:
+    server = Server(
+        config=redis_config(redis_server, RETRY=500),
+        extra=["--graceful-timeout", "10"],
+    ).start()
+    crowd = Crowd(server.url, ["/stream/restart"] * 500)
+    publisher: subprocess.Popen[bytes] | None = None
+    try:
+        crowd.wait_until(lambda: all(m.statuses == [200] for m in crowd.members))
+        old_pid = int(crowd.members[0].pids[0])
+        # Events keep coming, from a process of its own, across the restart.
+        env = dict(server.env)
+        publisher = subprocess.Popen(
+            [sys.executable, "publisher.py", "restart", "300", "0.01"],
+            cwd=TESTS,
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        assert publisher.stdout is not None
+        ids = [publisher.stdout.readline().decode().strip() for _ in range(50)]
+
+        os.kill(old_pid, signal.SIGTERM)
+        took = process_gone(old_pid, timeout=10)
+        assert took < 3, f"the worker took {took:.1f}s to exit"
+
+        out, _ = publisher.communicate(timeout=30)
+        ids += out.decode().split()
+        assert len(ids) == 300
+        crowd.wait_until(
+            lambda: all(len(m.events) >= 300 for m in crowd.members), timeout=60
+        )
+        new_pids = set()
+        for member in crowd.members:
+            assert [e.id for e in member.events] == ids
+            assert member.statuses == [200, 200]
+            new_pids.add(member.pids[-1])
+            assert 500 <= member.retries[0] <= 1000  # the jittered last hint
+        assert str(old_pid) not in new_pids
+        # Spread out: the clients do not all come back at the same moment.
+        assert len({m.retries[0] for m in crowd.members}) > 100
+    finally:
+        if publisher is not None and publisher.poll() is None:
+            publisher.kill()
+        crowd.close()
+        server.stop()
+
+
+def test_sighup_reload_moves_streams_to_the_new_workers(
+    redis_server: RedisServer,
+) -> None:
+    server = Server(workers=2, config=redis_config(redis_server, RETRY=300)).start()
+    crowd = Crowd(server.url, ["/stream/reload"] * 40)
+    try:
+        crowd.wait_until(lambda: all(m.statuses == [200] for m in crowd.members))
+        old = {m.pids[0] for m in crowd.members}
+        first = server.publish("reload", count=3)
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGHUP)
+        crowd.wait_until(
+            lambda: all(len(m.statuses) == 2 for m in crowd.members), timeout=20
+        )
+        for pid in old:
+            process_gone(int(pid), timeout=10)
+        second = server.publish("reload", count=3)
+        crowd.wait_until(lambda: all(len(m.events) == 6 for m in crowd.members))
+        for member in crowd.members:
+            assert [e.id for e in member.events] == first + second
+            assert member.pids[-1] not in old
+    finally:
+        crowd.close()
+        server.stop()
+
+
+def test_max_lifetime_ends_streams_which_resume_without_loss() -> None:
+    server = Server(config={"MAX_LIFETIME": 1, "RETRY": 100}).start()
+    try:
+        raw = RawStream(server.url, "/stream/life")
+        raw.open()
+        start = time.monotonic()
+        tail = raw.read_to_end(timeout=5)
+        took = time.monotonic() - start
+        raw.close()
+        assert 0.9 < took < 2.5
+        # Heartbeats, then the last hint, jittered between 1x and 2x RETRY.
+        match = re.fullmatch(rb"(:\n)*retry: (\d+)\n\n", tail)
+        assert match is not None, tail
+        assert 100 <= int(match[2]) <= 200
+
+        crowd = Crowd(server.url, ["/stream/life"] * 10)
+        try:
+            crowd.wait_until(lambda: all(m.statuses for m in crowd.members))
+            ids = []
+            for _ in range(25):
+                ids += server.publish("life")
+                time.sleep(0.1)  # spread over the lifetime of several streams
+            crowd.wait_until(lambda: all(len(m.events) == 25 for m in crowd.members))
+            for member in crowd.members:
+                assert [e.id for e in member.events] == ids
+                assert member.connects >= 2
+        finally:
+            crowd.close()
+    finally:
+        server.stop()
+
+
+# -- leaks ----------------------------------------------------------------
+
+
+def test_5000_connect_disconnect_cycles_leave_nothing_behind() -> None:
+    server = Server(config={"HEARTBEAT": 0.2}).start()
+    try:
+        paths = ["/stream/cycle", "/stream/cycle?transport=longpoll", "/slow?pause=5"]
+        for path in paths:  # once each, so lazy imports count as the baseline
+            _cycle(server, path)
+        server.wait_for(lambda s: s["connections"] == 0)
+        time.sleep(0.5)  # nothing to wait on: the monitor's thread winds down
+        before = debug(server)
+
+        def run(offset: int) -> None:
+            for n in range(offset, 5000, 10):
+                _cycle(server, paths[n % 3])
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not any(thread.is_alive() for thread in threads)
+
+        server.wait_for(lambda s: s["connections"] == 0)
+        deadline = time.monotonic() + 10
+        while True:
+            after = debug(server)
+            settled = after["streams"] == 0 and after["fds"] <= before["fds"]
+            if settled and after["greenlets"] <= before["greenlets"]:
+                break
+            assert time.monotonic() < deadline, (before, after)
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+
+def _cycle(server: Server, path: str) -> None:
+    """Open ``path``, read until its stream is live, and leave."""
+    stream = RawStream(server.url, path)
+    try:
+        stream.read_head()
+        assert stream.status == 200
+        stream.read_body()  # the opening (a stream) or the first space
+    finally:
+        stream.close()
