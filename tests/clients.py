@@ -439,9 +439,22 @@ class FastPublisher:
         self._buffer = b""
 
     def publish(self, channel: str, data: str) -> str:
+        """Publish one event; return its id."""
+        status, answer = self.post(channel, data)
+        assert status == 200, answer
+        return str(answer[0])
+
+    def post(
+        self, channel: str, data: str, event: str | None = None
+    ) -> tuple[int, t.Any]:
+        """Send one publish request; return its status and JSON answer."""
+        import json
         from urllib.parse import urlencode
 
-        body = urlencode({"channel": channel, "data": data}).encode()
+        form = {"channel": channel, "data": data}
+        if event is not None:
+            form["event"] = event
+        body = urlencode(form).encode()
         head = (
             "POST /publish HTTP/1.1\r\nHost: t\r\n"
             "Content-Type: application/x-www-form-urlencoded\r\n"
@@ -451,20 +464,18 @@ class FastPublisher:
         while b"\r\n\r\n" not in self._buffer:
             self._buffer += self.sock.recv(65536)
         head_bytes, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        lines = head_bytes.split(b"\r\n")
         length = int(
             next(
                 line.split(b":")[1]
-                for line in head_bytes.split(b"\r\n")
+                for line in lines
                 if line.lower().startswith(b"content-length")
             )
         )
         while len(self._buffer) < length:
             self._buffer += self.sock.recv(65536)
         answer, self._buffer = self._buffer[:length], self._buffer[length:]
-        assert head_bytes.startswith(b"HTTP/1.1 200"), head_bytes
-        import json
-
-        return str(json.loads(answer)[0])
+        return int(lines[0].split()[1]), json.loads(answer)
 
     def close(self) -> None:
         self.sock.close()
