@@ -1,0 +1,301 @@
+"""Faults in one process: what is logged and counted, closing channels,
+shutting down, and the bounds the memory backend keeps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import typing as t
+
+import pytest
+from conftest import RedisServer
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_eventstream import EventStream
+from flask_eventstream import PublishError
+from flask_eventstream import stream
+from flask_eventstream.backends.base import CursorProblem
+from flask_eventstream.backends.base import parse_id
+from flask_eventstream.backends.memory import MemoryBackend
+from flask_eventstream.event import Event
+from flask_eventstream.testing import iter_events
+
+
+@pytest.fixture
+def client(app: Flask, events: EventStream) -> FlaskClient:
+    @events.authorize
+    def authorize(channel: str) -> bool:
+        return channel != "secret"
+
+    @app.get("/sub/<channels>")
+    @stream
+    def sub(channels: str) -> t.Any:
+        return events.subscribe(*channels.split(","))
+
+    @app.get("/iterate/<channel>")
+    @stream
+    def iterate(channel: str) -> t.Any:
+        for event in events.subscribe(channel):
+            yield Event("seen " + event.data, id=event.id)
+
+    return app.test_client()
+
+
+def publish(app: Flask, events: EventStream, channel: str, data: str) -> Event:
+    with app.app_context():
+        return events.publish(channel, data)
+
+
+def counters(app: Flask, events: EventStream) -> dict[str, int]:
+    with app.app_context():
+        return t.cast(dict[str, int], events.stats()["counters"])
+
+
+def test_refusals_are_logged_with_channel_and_counted(
+    app: Flask,
+    events: EventStream,
+    client: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "flask_eventstream")
+    assert client.get("/sub/secret").status_code == 403
+    assert client.get("/sub/bad%20name").status_code == 400
+    assert client.get("/sub/a?transport=poll").status_code == 200
+    assert counters(app, events)["refused"] == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Refused a subscription: authorize refused 'secret'." in messages
+    assert any("Invalid channel name 'bad name'" in m for m in messages)
+
+
+def test_connection_limit_refusal_is_logged(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    app.config["EVENTSTREAM_MAX_CONNECTIONS"] = 1
+    events = EventStream(app)
+
+    @app.get("/s")
+    @stream
+    def s() -> t.Any:
+        return events.subscribe("a")
+
+    caplog.set_level(logging.INFO, "flask_eventstream")
+    client = app.test_client()
+    with client.get("/s", buffered=False) as first:
+        assert first.status_code == 200
+        over = client.get("/s")
+        assert over.status_code == 503
+        assert over.headers["Retry-After"] == "5"
+    assert counters(app, events)["refused"] == 1
+    assert "the worker holds 1 streams" in caplog.text
+
+
+def test_reset_and_overflow_are_logged_with_reason_and_counted(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "flask_eventstream")
+    app.config["EVENTSTREAM_QUEUE_SIZE"] = 3
+    events = EventStream(app)
+
+    @app.get("/sub/<channel>")
+    @stream
+    def sub_view(channel: str) -> t.Any:
+        return events.subscribe(channel)
+
+    client = app.test_client()
+    with client.get("/sub/a", buffered=False, headers={"Last-Event-ID": "1-0"}) as rv:
+        reset = next(iter_events(rv, timeout=2))
+    assert reset.event == "eventstream-reset"
+    assert "Reset <Subscription a> at cursor '1-0' (unknown)" in caplog.text
+    assert counters(app, events)["resets"] == 1
+
+    with app.app_context():
+        sub = events.subscribe("a", last_event_id=None)
+    sub.open()
+    for n in range(4):  # one more than the queue holds: nobody reads it
+        publish(app, events, "a", str(n))
+    assert sub.wait(0) is None
+    assert "Dropped <Subscription a> (overflow)" in caplog.text
+    assert counters(app, events)["dropped"] == 1
+    assert counters(app, events)["published"] == 4
+
+
+def test_backend_errors_are_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from conftest import free_port
+
+    app = Flask("down")
+    app.config["EVENTSTREAM_BACKEND"] = f"redis://127.0.0.1:{free_port()}/0"
+    events = EventStream(app)
+
+    @app.get("/s")
+    @stream
+    def s() -> t.Any:
+        return events.subscribe("a")
+
+    with app.app_context(), pytest.raises(PublishError):
+        events.publish("news", "x")
+    client = app.test_client()
+    assert client.get("/s?transport=poll").status_code == 503
+    with client.get("/s", buffered=False) as rv:
+        assert rv.status_code == 200  # a pause: the browser comes back
+        assert b"".join(rv.response).startswith(b"retry: ")
+    assert counters(app, events)["errors"] == 3
+    assert "Publish to 'news' failed" in caplog.text
+    assert "Stream of <Subscription a> not opened" in caplog.text
+
+
+def test_close_channel_ends_streams_long_polls_and_iterations(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    first = publish(app, events, "a", "one")
+    results: dict[str, bytes] = {}
+
+    def read(name: str, url: str) -> None:
+        with client.get(url, buffered=False) as rv:
+            results[name] = b"".join(rv.response)
+
+    readers = [
+        threading.Thread(target=read, args=(name, url))
+        for name, url in [
+            ("stream", "/sub/a,b"),
+            ("longpoll", "/sub/a?transport=longpoll&timeout=20"),
+            ("iterate", "/iterate/a"),
+            ("other", "/sub/b?transport=longpoll&timeout=1"),
+        ]
+    ]
+    for reader in readers:
+        reader.start()
+    with app.app_context():
+
+        def subscribed() -> bool:
+            return events.stats()["channels"].get("a") == 3
+
+        for _ in range(200):  # bounded: each turn waits on the readers
+            if subscribed():
+                break
+            readers[0].join(0.01)
+        assert subscribed()
+        events.close_channel("a")
+        assert events.stats()["counters"]["revoked"] == 3
+    for reader in readers:
+        reader.join(5)
+        assert not reader.is_alive()
+    assert results["stream"].endswith(b"\n\n") or results["stream"].endswith(b":\n")
+    assert json.loads(results["longpoll"])["events"] == []
+    assert not results["iterate"].startswith(b"data: seen")
+    # A channel not closed is left alone: its long-poll ran to its timeout.
+    assert json.loads(results["other"])["lastEventId"] == first.id
+    with app.app_context(), pytest.raises(ValueError, match="Invalid channel"):
+        events.close_channel("no spaces")
+
+
+def test_close_channel_reaches_every_worker_through_redis(
+    redis_server: RedisServer,
+) -> None:
+    # Two apps stand for two workers: each has its own listener.
+    apps = []
+    for name in ("one", "two"):
+        app = Flask(name)
+        app.config["EVENTSTREAM_BACKEND"] = redis_server.url
+        app.config["EVENTSTREAM_REDIS_PREFIX"] = "close-test:"
+        apps.append((app, EventStream(app)))
+    subs = []
+    for app, events in apps:
+        with app.app_context():
+            sub = events.subscribe("room", last_event_id=None)
+        sub.open()
+        subs.append(sub)
+    app, events = apps[0]
+    with app.app_context():
+        sent = events.publish("room", "hello")
+    for sub in subs:
+        fresh = sub.wait(5)
+        assert fresh is not None and [r.event.id for r in fresh] == [sent.id]
+    with app.app_context():
+        events.close_channel("room")
+    for sub in subs:
+        assert sub.wait(5) is None
+        assert sub._closed == "revoked"
+
+
+def test_shutdown_ends_streams_with_a_jittered_retry(app: Flask) -> None:
+    app.config["EVENTSTREAM_RETRY"] = 1000
+    events = EventStream(app)
+
+    @app.get("/sub/<channel>")
+    @stream
+    def sub(channel: str) -> t.Any:
+        return events.subscribe(channel)
+
+    @app.get("/iterate/<channel>")
+    @stream
+    def iterate(channel: str) -> t.Any:
+        yield from events.subscribe(channel)
+
+    client = app.test_client()
+    results: list[bytes] = []
+
+    def read(url: str) -> None:
+        with client.get(url, buffered=False) as rv:
+            results.append(b"".join(rv.response))
+
+    readers = [threading.Thread(target=read, args=("/sub/a",)) for _ in range(20)]
+    readers.append(threading.Thread(target=read, args=("/iterate/a",)))
+    for reader in readers:
+        reader.start()
+    with app.app_context():
+        for _ in range(200):
+            if events.stats()["connections"] == 21:
+                break
+            readers[0].join(0.01)
+        assert events.shutdown() == 21
+    for reader in readers:
+        reader.join(5)
+        assert not reader.is_alive()
+    hints = []
+    for body in results:
+        match = re.search(rb"retry: (\d+)\n\n\Z", body)
+        assert match is not None, body
+        hints.append(int(match[1]))
+    assert all(1000 <= hint <= 2000 for hint in hints)
+    assert len(set(hints)) > 1
+    # A stream that opens after the stop ends at once, with its hint.
+    body = b"".join(client.get("/sub/a", buffered=False).response)
+    assert re.fullmatch(rb"retry: 1000\nid: [\d-]+\n\nretry: \d+\n\n", body), body
+
+
+def test_memory_backend_forgets_least_recent_channels_beyond_its_cap() -> None:
+    backend = MemoryBackend(10, channels=2)
+    a = backend.append("a", Event("1"))
+    backend.append("b", Event("2"))
+    backend.append("a", Event("3"))  # a is now the most recent
+    backend.append("c", Event("4"))  # b is forgotten
+    assert set(backend.stats()["history"]) == {"a", "c"}
+    with pytest.raises(CursorProblem) as problem:
+        backend.read(["b"], a.key)
+    assert problem.value.reason == "expired"
+    assert [r.event.data for r in backend.read(["a"], a.key)] == ["3"]
+    # A cursor newer than what was forgotten loses nothing: no reset.
+    head = parse_id(backend.append("c", Event("5")).event.id or "")
+    assert head is not None and backend.read(["b"], head) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("EVENTSTREAM_MAX_LIFETIME", 0),
+        ("EVENTSTREAM_SEND_TIMEOUT", -1),
+        ("EVENTSTREAM_SEND_BUFFER", "big"),
+        ("EVENTSTREAM_HISTORY_CHANNELS", 0),
+    ],
+)
+def test_new_limits_are_checked(key: str, value: t.Any) -> None:
+    app = Flask("limits")
+    app.config[key] = value
+    with pytest.raises(ValueError, match=key):
+        EventStream(app)
