@@ -212,6 +212,14 @@ class EventStream:
           ``None`` to turn it off.
         - ``EVENTSTREAM_QUEUE_SIZE``: events queued for one client before it
           is dropped (it resumes from history when it reconnects).
+        - ``EVENTSTREAM_SEND_TIMEOUT``: seconds a blocked write may last
+          before the connection is shut down.
+        - ``EVENTSTREAM_SEND_BUFFER``: each stream's ``SO_SNDBUF``, or
+          ``None`` for the system's.
+        - ``EVENTSTREAM_MAX_LIFETIME``: seconds after which a stream ends
+          with a retry hint, or ``None``.
+        - ``EVENTSTREAM_HISTORY_CHANNELS``: with the memory backend, the
+          channels whose history is kept.
         - ``EVENTSTREAM_MAX_CONNECTIONS``: open subscriptions per worker.
         - ``EVENTSTREAM_MAX_CHANNELS``: channels in one subscription.
         - ``EVENTSTREAM_MAX_EVENT_BYTES``: largest encoded event ``publish``

@@ -133,3 +133,23 @@ def test_module_import(browser: Browser, server: Server) -> None:
     )
     assert kind == ["function", True]
     page.close()
+
+
+@pytest.mark.parametrize("mode", ["native", "auto", "longpoll", "poll"])
+def test_204_stops_reconnecting(browser: Browser, server: Server, mode: str) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/page/{mode}?url=/gone")
+    page.wait_for_function("window.source.readyState === 2 && window.errors >= 1")
+
+    def asked() -> list[str]:
+        return [url for url in requests if url.split("?")[0].endswith("/gone")]
+
+    before = asked()
+    page.wait_for_timeout(1000)  # over three retry intervals: a retry would show
+    assert asked() == before
+    assert len(before) == 1
+    assert page.evaluate("window.opened") == 0
+    page.close()

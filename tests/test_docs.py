@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,3 +18,18 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "api.html").exists()
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    from flask_eventstream.extension import DEFAULTS
+
+    text = (ROOT / "docs" / "configuration.rst").read_text()
+    entries = dict(
+        re.findall(r"^\.\. data:: (\w+)\n\n(.*?)(?=^\.\. |\Z)", text, re.M | re.S)
+    )
+    assert set(entries) == set(DEFAULTS)
+    for key, default in DEFAULTS.items():
+        shown = f"``\"{default}\"``" if isinstance(default, str) else f"``{default}``"
+        if isinstance(default, float) and default.is_integer():
+            shown = f"``{int(default)}``"
+        assert f"Default {shown}" in " ".join(entries[key].split()), key

@@ -257,7 +257,9 @@ def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
         new_pids = set()
         for member in crowd.members:
             assert [e.id for e in member.events] == ids
-            assert member.statuses == [200, 200]
+            # A reconnect may still reach the old worker in the second before
+            # gunicorn closes its socket: that stream ends at once, with a hint.
+            assert len(member.statuses) >= 2 and set(member.statuses) == {200}
             new_pids.add(member.pids[-1])
             assert 500 <= member.retries[0] <= 1000  # the jittered last hint
         assert str(old_pid) not in new_pids
