@@ -29,14 +29,10 @@ class Bus:
     def deliver(self, record: Record) -> None:
         self._signal.send(record.channel, record=record)
 
-    def connect(self, channel: str, receiver: Receiver) -> bool:
-        """Connect ``receiver`` to ``channel``; return whether it is the
-        channel's first receiver in this worker.
-        """
+    def connect(self, channel: str, receiver: Receiver) -> None:
+        """Connect ``receiver`` to ``channel``."""
         self._signal.connect(receiver, sender=channel, weak=False)
-        count = self._counts.get(channel, 0) + 1
-        self._counts[channel] = count
-        return count == 1
+        self._counts[channel] = self._counts.get(channel, 0) + 1
 
     def disconnect(self, channel: str, receiver: Receiver) -> bool:
         """Disconnect ``receiver``; return whether ``channel`` has no receiver

@@ -99,8 +99,9 @@ class Subscription:
         self._attached = True
         # Every channel on the bus before the first backend call, so a failure
         # in one leaves nothing for close() to miss.
-        first = [c for c in self.channels if state.bus.connect(c, self._receive)]
-        for channel in first:
+        for channel in self.channels:
+            state.bus.connect(channel, self._receive)
+        for channel in self.channels:
             state.backend.listen(channel)
         running = opened_here.get()
         if running is not None:

@@ -207,3 +207,43 @@ def test_redis_over_a_unix_socket(tmp_path: t.Any) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_redis_listen_waits_while_another_subscriber_sets_the_channel_up(
+    redis_server: RedisServer,
+) -> None:
+    # A second subscriber must not read history before the listener's cursor
+    # for the channel is in place: events between the two would reach no one.
+    from flask_eventstream.backends.redis import RedisBackend
+
+    prefix = f"setup-{uuid.uuid4().hex[:8]}:"
+    backend = RedisBackend(redis_server.url, 10, prefix=prefix)
+    collector = Collector()
+    backend.deliver = collector
+    entered, gate = threading.Event(), threading.Event()
+    real_head = backend.head
+
+    def held_head() -> t.Any:
+        if not entered.is_set():
+            entered.set()
+            gate.wait(5)
+        return real_head()
+
+    backend.head = held_head  # type: ignore[method-assign]
+    first = threading.Thread(target=backend.listen, args=("c",))
+    first.start()
+    done = threading.Event()
+    try:
+        assert entered.wait(5)
+        second = threading.Thread(target=lambda: (backend.listen("c"), done.set()))
+        second.start()
+        assert not done.wait(0.3), "the second listen did not wait for the first"
+        gate.set()
+        assert done.wait(5)
+        # Whatever is published after the second listen returned is delivered.
+        sent = backend.append("c", Event("after"))
+        assert [r.key for r in collector.wait(1)] == [sent.key]
+    finally:
+        gate.set()
+        first.join(5)
+        backend.close()

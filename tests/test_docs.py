@@ -29,7 +29,7 @@ def test_every_setting_is_documented_with_its_default() -> None:
     )
     assert set(entries) == set(DEFAULTS)
     for key, default in DEFAULTS.items():
-        shown = f"``\"{default}\"``" if isinstance(default, str) else f"``{default}``"
+        shown = f'``"{default}"``' if isinstance(default, str) else f"``{default}``"
         if isinstance(default, float) and default.is_integer():
             shown = f"``{int(default)}``"
         assert f"Default {shown}" in " ".join(entries[key].split()), key

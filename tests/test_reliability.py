@@ -248,12 +248,24 @@ def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
         took = process_gone(old_pid, timeout=10)
         assert took < 3, f"the worker took {took:.1f}s to exit"
 
-        out, _ = publisher.communicate(timeout=30)
-        ids += out.decode().split()
+        # Read through the same buffered pipe as the ids above (communicate
+        # with a timeout reads the descriptor and would skip what is buffered);
+        # the publisher ends in about 3 s, pytest's timeout bounds a hang.
+        ids += publisher.stdout.read().decode().split()
+        assert publisher.wait(30) == 0
         assert len(ids) == 300
-        crowd.wait_until(
-            lambda: all(len(m.events) >= 300 for m in crowd.members), timeout=60
-        )
+        try:
+            crowd.wait_until(
+                lambda: all(len(m.events) >= 300 for m in crowd.members), timeout=30
+            )
+        except AssertionError:
+            short = [m for m in crowd.members if len(m.events) < 300]
+            got = {e.id for e in short[0].events}
+            missing = [id for id in ids if id not in got]
+            raise AssertionError(
+                f"{len(short)} clients miss events; one misses {missing} after"
+                f" statuses {short[0].statuses} from workers {short[0].pids}"
+            ) from None
         new_pids = set()
         for member in crowd.members:
             assert [e.id for e in member.events] == ids
@@ -266,8 +278,12 @@ def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
         # Spread out: the clients do not all come back at the same moment.
         assert len({m.retries[0] for m in crowd.members}) > 100
     finally:
-        if publisher is not None and publisher.poll() is None:
-            publisher.kill()
+        if publisher is not None:
+            if publisher.poll() is None:
+                publisher.kill()
+            assert publisher.stdout is not None
+            publisher.stdout.close()
+            publisher.wait(10)
         crowd.close()
         server.stop()
 
@@ -284,7 +300,7 @@ def test_sighup_reload_moves_streams_to_the_new_workers(
         assert server.proc is not None
         os.kill(server.proc.pid, signal.SIGHUP)
         crowd.wait_until(
-            lambda: all(len(m.statuses) == 2 for m in crowd.members), timeout=20
+            lambda: all(len(m.statuses) >= 2 for m in crowd.members), timeout=20
         )
         for pid in old:
             process_gone(int(pid), timeout=10)

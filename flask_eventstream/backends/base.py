@@ -126,7 +126,10 @@ class Backend(ABC):
         self.revoke(channel)
 
     def listen(self, channel: str) -> None:  # noqa: B027 - optional hook
-        """This worker has gained its first subscriber of ``channel``."""
+        """A subscriber of ``channel`` is on this worker's bus and is about to
+        read its history: from now on, deliver the channel's new events here
+        (called for every subscriber; the first call does the work).
+        """
 
     def unlisten(self, channel: str) -> None:  # noqa: B027 - optional hook
         """This worker has lost its last subscriber of ``channel``."""

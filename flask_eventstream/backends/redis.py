@@ -73,6 +73,8 @@ _BLOCK_MS = 5000
 #: Most entries read per stream per ``XREAD``.
 _COUNT = 1000
 _MAX_BACKOFF = 5.0
+#: Longest wait for another subscription to set up a channel's listening.
+_SETUP_TIMEOUT = 10.0
 
 
 class RedisBackend(Backend):
@@ -117,6 +119,8 @@ class RedisBackend(Backend):
         #: stream key -> the id after which the listener reads it
         self._cursors: dict[bytes, bytes] = {}
         self._channels: dict[bytes, str] = {}
+        #: stream key -> set once its cursor is in place (see listen)
+        self._starting: dict[bytes, threading.Event] = {}
         self._listener: threading.Thread | None = None
         self._listener_id: int | None = None
         self._stopped = False
@@ -208,17 +212,38 @@ class RedisBackend(Backend):
     # -- listening --------------------------------------------------------
 
     def listen(self, channel: str) -> None:
+        # Called by every subscription before it reads history. The listener
+        # must read the channel from a point no later than that read, or the
+        # events between the two would reach no one: so a subscription whose
+        # channel is still being set up by another one waits for it.
         key = self._key(channel).encode()
-        start = format_id(self.head()).encode()
         with self._lock:
-            self._cursors.setdefault(key, start)
-            self._cursors.setdefault(self._control, start)
-            self._channels[key] = channel
-            if self._listener is None:
-                self._listener = threading.Thread(
-                    target=self._listen, name="eventstream-listener", daemon=True
-                )
-                self._listener.start()
+            if key in self._cursors:
+                return
+            ready = self._starting.get(key)
+            owner = ready is None
+            if ready is None:
+                ready = self._starting[key] = threading.Event()
+        if not owner:
+            ready.wait(_SETUP_TIMEOUT)
+            if key not in self._cursors:
+                raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
+            return
+        try:
+            start = format_id(self.head()).encode()
+            with self._lock:
+                self._cursors.setdefault(key, start)
+                self._cursors.setdefault(self._control, start)
+                self._channels[key] = channel
+                if self._listener is None:
+                    self._listener = threading.Thread(
+                        target=self._listen, name="eventstream-listener", daemon=True
+                    )
+                    self._listener.start()
+        finally:
+            with self._lock:
+                self._starting.pop(key, None)
+            ready.set()
         self._wake.set()
         listener_id = self._listener_id
         if listener_id is not None:
