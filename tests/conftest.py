@@ -13,8 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
+from flask_eventstream import Event
 from flask_eventstream import EventStream
+from flask_eventstream import stream
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -197,6 +200,41 @@ def app() -> Flask:
 @pytest.fixture
 def events(app: Flask) -> EventStream:
     return EventStream(app)
+
+
+def add_views(app: Flask, events: EventStream) -> FlaskClient:
+    """Register the in-process tests' views (``/sub/<channels>`` returns a
+    subscription, ``/iterate/<channel>`` iterates one in a generator) and an
+    ``authorize`` that refuses ``secret``; return a test client.
+    """
+
+    @events.authorize
+    def authorize(channel: str) -> bool:
+        return channel != "secret"
+
+    @app.get("/sub/<channels>")
+    @stream
+    def sub(channels: str) -> t.Any:
+        return events.subscribe(*channels.split(","))
+
+    @app.get("/iterate/<channel>")
+    @stream
+    def iterate(channel: str) -> t.Any:
+        for event in events.subscribe(channel):
+            yield Event("seen " + event.data, id=event.id)
+
+    return app.test_client()
+
+
+@pytest.fixture
+def client(app: Flask, events: EventStream) -> FlaskClient:
+    return add_views(app, events)
+
+
+def publish(app: Flask, events: EventStream, channel: str, data: str) -> Event:
+    """Publish from outside a request, as a background job does."""
+    with app.app_context():
+        return events.publish(channel, data)
 
 
 class RedisServer:

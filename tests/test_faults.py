@@ -11,6 +11,8 @@ import threading
 import typing as t
 
 import pytest
+from conftest import add_views
+from conftest import publish
 from conftest import RedisServer
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,31 +25,6 @@ from flask_eventstream.backends.base import parse_id
 from flask_eventstream.backends.memory import MemoryBackend
 from flask_eventstream.event import Event
 from flask_eventstream.testing import iter_events
-
-
-@pytest.fixture
-def client(app: Flask, events: EventStream) -> FlaskClient:
-    @events.authorize
-    def authorize(channel: str) -> bool:
-        return channel != "secret"
-
-    @app.get("/sub/<channels>")
-    @stream
-    def sub(channels: str) -> t.Any:
-        return events.subscribe(*channels.split(","))
-
-    @app.get("/iterate/<channel>")
-    @stream
-    def iterate(channel: str) -> t.Any:
-        for event in events.subscribe(channel):
-            yield Event("seen " + event.data, id=event.id)
-
-    return app.test_client()
-
-
-def publish(app: Flask, events: EventStream, channel: str, data: str) -> Event:
-    with app.app_context():
-        return events.publish(channel, data)
 
 
 def counters(app: Flask, events: EventStream) -> dict[str, int]:
@@ -99,13 +76,7 @@ def test_reset_and_overflow_are_logged_with_reason_and_counted(
     caplog.set_level(logging.INFO, "flask_eventstream")
     app.config["EVENTSTREAM_QUEUE_SIZE"] = 3
     events = EventStream(app)
-
-    @app.get("/sub/<channel>")
-    @stream
-    def sub_view(channel: str) -> t.Any:
-        return events.subscribe(channel)
-
-    client = app.test_client()
+    client = add_views(app, events)
     with client.get("/sub/a", buffered=False, headers={"Last-Event-ID": "1-0"}) as rv:
         reset = next(iter_events(rv, timeout=2))
     assert reset.event == "eventstream-reset"
@@ -226,18 +197,7 @@ def test_close_channel_reaches_every_worker_through_redis(
 def test_shutdown_ends_streams_with_a_jittered_retry(app: Flask) -> None:
     app.config["EVENTSTREAM_RETRY"] = 1000
     events = EventStream(app)
-
-    @app.get("/sub/<channel>")
-    @stream
-    def sub(channel: str) -> t.Any:
-        return events.subscribe(channel)
-
-    @app.get("/iterate/<channel>")
-    @stream
-    def iterate(channel: str) -> t.Any:
-        yield from events.subscribe(channel)
-
-    client = app.test_client()
+    client = add_views(app, events)
     results: list[bytes] = []
 
     def read(url: str) -> None:

@@ -6,6 +6,7 @@ import json
 import typing as t
 
 import pytest
+from conftest import publish
 from flask import Flask
 from flask import request
 from flask.testing import FlaskClient
@@ -15,25 +16,6 @@ from flask_eventstream import EventStream
 from flask_eventstream import stream
 from flask_eventstream.testing import iter_events
 from flask_eventstream.testing import parse
-
-
-@pytest.fixture
-def client(app: Flask, events: EventStream) -> FlaskClient:
-    @events.authorize
-    def authorize(channel: str) -> bool:
-        return channel != "secret"
-
-    @app.get("/sub/<channels>")
-    @stream
-    def sub(channels: str) -> t.Any:
-        return events.subscribe(*channels.split(","))
-
-    return app.test_client()
-
-
-def publish(app: Flask, events: EventStream, channel: str, data: str) -> Event:
-    with app.app_context():
-        return events.publish(channel, data)
 
 
 def read_all(client: FlaskClient, url: str, **kwargs: t.Any) -> bytes:
