@@ -53,17 +53,11 @@ def test_connection_limit_refusal_is_logged(
 ) -> None:
     app.config["EVENTSTREAM_MAX_CONNECTIONS"] = 1
     events = EventStream(app)
-
-    @app.get("/s")
-    @stream
-    def s() -> t.Any:
-        return events.subscribe("a")
-
+    client = add_views(app, events)
     caplog.set_level(logging.INFO, "flask_eventstream")
-    client = app.test_client()
-    with client.get("/s", buffered=False) as first:
+    with client.get("/sub/a", buffered=False) as first:
         assert first.status_code == 200
-        over = client.get("/s")
+        over = client.get("/sub/a")
         assert over.status_code == 503
         assert over.headers["Retry-After"] == "5"
     assert counters(app, events)["refused"] == 1
