@@ -1,8 +1,14 @@
-"""Fan-out inside one worker: a blinker signal whose sender is the channel.
+"""Fan-out inside one worker: a blinker signal per channel.
 
-Every subscription connects its receiver once per channel, so a publish calls
-only the receivers of that channel, however many other channels and clients
-the worker serves.
+Each subscription connects its receiver to the signal of each of its
+channels, so a publish calls only the receivers of that channel, however many
+other channels and clients the worker serves. A channel's signal is dropped
+with its last receiver: channel names that come and go (one per user, say)
+leave nothing behind.
+
+One signal per channel rather than one signal with the channel as sender:
+blinker keeps a receiver connected to one sender until it is disconnected
+from all of them, and that costs a pass over every sender ever seen.
 """
 
 from __future__ import annotations
@@ -21,35 +27,40 @@ class Bus:
     """One per app and worker; the backend's :meth:`deliver` feeds it."""
 
     def __init__(self) -> None:
-        # An anonymous signal, not a named one: two apps in one process
-        # must not see each other's channels.
-        self._signal = Signal("eventstream-bus")
-        self._counts: dict[str, int] = {}
+        # Anonymous signals, not named ones: two apps in one process must not
+        # see each other's channels.
+        self._signals: dict[str, Signal] = {}
 
     def deliver(self, record: Record) -> None:
-        self._signal.send(record.channel, record=record)
+        signal = self._signals.get(record.channel)
+        if signal is not None:
+            signal.send(record.channel, record=record)
 
     def connect(self, channel: str, receiver: Receiver) -> None:
         """Connect ``receiver`` to ``channel``."""
-        self._signal.connect(receiver, sender=channel, weak=False)
-        self._counts[channel] = self._counts.get(channel, 0) + 1
+        signal = self._signals.get(channel)
+        if signal is None:
+            signal = self._signals[channel] = Signal(channel)
+        signal.connect(receiver, weak=False)
 
     def disconnect(self, channel: str, receiver: Receiver) -> bool:
         """Disconnect ``receiver``; return whether ``channel`` has no receiver
         left in this worker.
         """
-        self._signal.disconnect(receiver, sender=channel)
-        count = self._counts.get(channel, 0) - 1
-        if count > 0:
-            self._counts[channel] = count
+        signal = self._signals.get(channel)
+        if signal is None:
+            return True
+        signal.disconnect(receiver)
+        if signal.receivers:
             return False
-        self._counts.pop(channel, None)
+        del self._signals[channel]
         return True
 
     def receivers(self, channel: str) -> list[Receiver]:
         """Return the receivers connected to ``channel``."""
-        return list(self._signal.receivers_for(channel))
+        signal = self._signals.get(channel)
+        return [] if signal is None else list(signal.receivers_for(channel))
 
     def subscribers(self) -> dict[str, int]:
         """Return the number of live subscriptions of each channel."""
-        return dict(self._counts)
+        return {name: len(s.receivers) for name, s in self._signals.items()}

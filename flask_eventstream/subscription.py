@@ -154,6 +154,7 @@ class Subscription:
         live = self._closed is None
         if live:
             self._closed = reason
+        self._on_drop = None  # it refers to the stream, which refers to this
         self._detach()
         self._wake.set()
         return live

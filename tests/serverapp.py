@@ -19,6 +19,7 @@ from flask_eventstream import Event
 from flask_eventstream import EventStream
 from flask_eventstream import PublishError
 from flask_eventstream import stream
+from flask_eventstream import Subscription
 
 events = EventStream()
 
@@ -89,10 +90,12 @@ def create_app() -> Flask:
 
         from greenlet import greenlet
 
+        gc.collect()  # count what is kept, not garbage awaiting collection
         with open("/proc/self/status") as file:
             rss = next(line for line in file if line.startswith("VmRSS"))
         return {
             "greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
+            "subscriptions": sum(isinstance(o, Subscription) for o in gc.get_objects()),
             "fds": len(os.listdir("/proc/self/fd")),
             "rss_kb": int(rss.split()[1]),
             "streams": len(events._state().monitor.bodies),

@@ -223,6 +223,28 @@ def test_shutdown_ends_streams_with_a_jittered_retry(app: Flask) -> None:
     assert re.fullmatch(rb"retry: 1000\nid: [\d-]+\n\nretry: \d+\n\n", body), body
 
 
+def test_nothing_keeps_a_closed_subscription(
+    app: Flask, events: EventStream, client: FlaskClient
+) -> None:
+    import gc
+    import weakref
+
+    with app.app_context():
+        subs = [events.subscribe("a", "b", last_event_id=None) for _ in range(3)]
+    for sub in subs:
+        sub.open()
+    refs = [weakref.ref(sub) for sub in subs]
+    with app.app_context():
+        assert events.stats()["channels"] == {"a": 3, "b": 3}
+    for sub in subs:
+        sub.close()
+    del sub, subs
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+    with app.app_context():
+        assert events.stats()["channels"] == {}
+
+
 def test_memory_backend_forgets_least_recent_channels_beyond_its_cap() -> None:
     backend = MemoryBackend(10, channels=2)
     a = backend.append("a", Event("1"))

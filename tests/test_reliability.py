@@ -186,6 +186,7 @@ def test_clients_that_stop_reading_are_dropped_and_cost_nothing() -> None:
         assert after["greenlets"] <= idle["greenlets"] + 5
         # 300 events of 4 KB went to 200 clients: 240 MB had they been
         # buffered per client. The bound: 40 MB over the idle worker.
+        print(f"RSS {idle['rss_kb']} kB idle, {after['rss_kb']} kB after")
         assert after["rss_kb"] - idle["rss_kb"] < 40_000, (idle, after)
 
         # The reader's delivery kept its pace (medians: the overflowing
@@ -246,6 +247,7 @@ def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
 
         os.kill(old_pid, signal.SIGTERM)
         took = process_gone(old_pid, timeout=10)
+        print(f"the worker exited {took:.2f}s after SIGTERM")
         assert took < 3, f"the worker took {took:.1f}s to exit"
 
         # Read through the same buffered pipe as the ids above (communicate
@@ -351,16 +353,11 @@ def test_max_lifetime_ends_streams_which_resume_without_loss() -> None:
 
 def test_5000_connect_disconnect_cycles_leave_nothing_behind() -> None:
     server = Server(config={"HEARTBEAT": 0.2}).start()
-    try:
-        paths = ["/stream/cycle", "/stream/cycle?transport=longpoll", "/slow?pause=5"]
-        for path in paths:  # once each, so lazy imports count as the baseline
-            _cycle(server, path)
-        server.wait_for(lambda s: s["connections"] == 0)
-        time.sleep(0.5)  # nothing to wait on: the monitor's thread winds down
-        before = debug(server)
+    paths = ["/stream/cycle", "/stream/cycle?transport=longpoll", "/slow?pause=2"]
 
+    def cycles(count: int) -> dict[str, t.Any]:
         def run(offset: int) -> None:
-            for n in range(offset, 5000, 10):
+            for n in range(offset, count, 10):
                 _cycle(server, paths[n % 3])
 
         threads = [threading.Thread(target=run, args=(n,)) for n in range(10)]
@@ -369,16 +366,29 @@ def test_5000_connect_disconnect_cycles_leave_nothing_behind() -> None:
         for thread in threads:
             thread.join(120)
         assert not any(thread.is_alive() for thread in threads)
-
         server.wait_for(lambda s: s["connections"] == 0)
+        # The generator views finish their pause; then nothing may be left.
         deadline = time.monotonic() + 10
         while True:
-            after = debug(server)
-            settled = after["streams"] == 0 and after["fds"] <= before["fds"]
-            if settled and after["greenlets"] <= before["greenlets"]:
-                break
-            assert time.monotonic() < deadline, (before, after)
+            found = debug(server)
+            if found["streams"] == found["subscriptions"] == 0:
+                if found["greenlets"] < 10:  # the hub, the server, the monitor
+                    return found
+            assert time.monotonic() < deadline, found
             time.sleep(0.1)
+
+    try:
+        # A first round: lazy imports, caches and the allocator's arenas
+        # for as many connections at once as the rounds below hold.
+        before = cycles(1500)
+        after = cycles(5000)
+        print(f"before {before}, after {after}")
+        assert after["greenlets"] <= before["greenlets"]
+        assert after["fds"] <= before["fds"]
+        # The count of live Subscription objects (0, checked in cycles()) is
+        # what finds a leak: one kept per cycle, as blinker's per-sender
+        # disconnect did, cost 1.4 KB each, within the noise of RSS (which
+        # tracemalloc shows is the allocator's, not Python objects).
     finally:
         server.stop()
 
