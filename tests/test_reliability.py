@@ -316,6 +316,25 @@ def test_sighup_reload_moves_streams_to_the_new_workers(
         server.stop()
 
 
+def test_max_requests_restart_ends_the_streams_of_the_old_worker() -> None:
+    # The health check at start is request 1; the streams are 2 and 3, and
+    # the third makes gunicorn retire the worker after it.
+    server = Server(extra=["--max-requests", "3", "--graceful-timeout", "30"]).start()
+    crowd = Crowd(server.url, ["/stream/retire"] * 2)
+    try:
+        crowd.wait_until(lambda: all(m.pids for m in crowd.members))
+        old = crowd.members[0].pids[0]
+        crowd.wait_until(
+            lambda: all(m.pids[-1] != old for m in crowd.members), timeout=5
+        )
+        # Long before the graceful timeout: the streams did not hold it up.
+        assert process_gone(int(old), timeout=5) < 5
+        assert all(set(m.statuses) == {200} for m in crowd.members)
+    finally:
+        crowd.close()
+        server.stop()
+
+
 def test_max_lifetime_ends_streams_which_resume_without_loss() -> None:
     server = Server(config={"MAX_LIFETIME": 1, "RETRY": 100}).start()
     try:
