@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import typing as t
 
@@ -61,14 +62,16 @@ def poll_response(sub: Subscription, options: _Options, *, longpoll: bool) -> Re
     return response
 
 
+_SECONDS = re.compile(r"\A[0-9]{1,12}(\.[0-9]{1,9})?\Z")
+
+
 def _timeout(limit: float) -> float:
     raw = request.args.get("timeout")
     if raw is None:
         return limit
-    try:
-        value = float(raw[:32])
-    except ValueError:
-        value = math.nan
+    # Plain decimal seconds only: no exponent, sign, "_" or "inf" that
+    # float() would take, and nothing long.
+    value = float(raw) if _SECONDS.match(raw) else math.nan
     if not math.isfinite(value) or value < 0:
         raise BadRequest(
             f"timeout must be a number of seconds from 0 to {limit:g}, not"

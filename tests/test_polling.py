@@ -99,7 +99,7 @@ def test_longpoll_timeout_is_clamped_to_the_maximum(server: Server) -> None:
     (cursor,) = server.publish("lp3", "x")
     started = time.monotonic()
     rv = poll(
-        server, "/events/lp3", transport="longpoll", lastEventId=cursor, timeout=1e9
+        server, "/events/lp3", transport="longpoll", lastEventId=cursor, timeout=10**9
     )
     assert rv.status_code == 200
     assert rv.json()["events"] == []
@@ -120,6 +120,10 @@ def test_longpoll_returns_stored_events_at_once(server: Server) -> None:
         ("transport=longpoll&timeout=nan", b"timeout must be"),
         ("transport=longpoll&timeout=-1", b"timeout must be"),
         ("transport=longpoll&timeout=inf", b"timeout must be"),
+        ("transport=longpoll&timeout=1e3", b"timeout must be"),
+        ("transport=longpoll&timeout=1_0", b"timeout must be"),
+        ("transport=longpoll&timeout=" + "1" * 40, b"timeout must be"),
+        ("transport=poll&lastEventId=12-ab", b"cursor"),
         ("transport=poll&lastEventId=" + "9" * 100, b"cursor"),
     ],
 )
