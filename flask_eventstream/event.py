@@ -55,7 +55,7 @@ class Event:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("data", "event", "id", "retry", "comment", "_encoded")
+    __slots__ = ("data", "event", "id", "retry", "comment", "_encoded", "_chunk")
 
     data: str
     event: str | None
@@ -96,6 +96,7 @@ class Event:
         self.retry = retry
         self.comment = comment
         self._encoded: bytes | None = None
+        self._chunk: bytes | None = None
 
     @property
     def is_comment(self) -> bool:
@@ -114,6 +115,16 @@ class Event:
         if encoded is None:
             encoded = self._encoded = self._build().encode("utf-8")
         return encoded
+
+    def encode_chunk(self) -> bytes:
+        """Return :meth:`encode` framed as one HTTP/1.1 chunk, as a server
+        writes it to a client with ``Transfer-Encoding: chunked``.
+        """
+        chunk = self._chunk
+        if chunk is None:
+            encoded = self.encode()
+            chunk = self._chunk = b"%x\r\n%b\r\n" % (len(encoded), encoded)
+        return chunk
 
     def _build(self) -> str:
         lines: list[str] = []

@@ -21,6 +21,7 @@ from . import signals
 from .backends import create_backend
 from .bus import Bus
 from .cli import eventstream_cli
+from .direct import capture_start_response
 from .errors import PublishError
 from .event import Event
 from .monitor import Monitor
@@ -52,6 +53,7 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_SEND_TIMEOUT": 30.0,
     "EVENTSTREAM_SEND_BUFFER": None,
     "EVENTSTREAM_HISTORY_CHANNELS": 10000,
+    "EVENTSTREAM_DIRECT_WRITES": True,
 }
 
 #: Channel names: letters, digits and ``_ . : -``, 1 to 128 characters. They
@@ -135,6 +137,7 @@ class _State:
             origins = [origins]
         self.cors_origins: frozenset[str] = frozenset(origins or ())
         self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
+        self.direct_writes = bool(config["EVENTSTREAM_DIRECT_WRITES"])
         self.bus = Bus()
         ttl = config["EVENTSTREAM_HISTORY_TTL"]
         if ttl is not None:
@@ -230,6 +233,8 @@ class EventStream:
           other sites (a list, or ``"*"``); none by default.
         - ``EVENTSTREAM_CORS_CREDENTIALS``: whether those origins may send
           cookies (``Access-Control-Allow-Credentials``).
+        - ``EVENTSTREAM_DIRECT_WRITES``: under gunicorn's gevent worker, let
+          the publisher write an event to a waiting client's socket itself.
 
         :raises RuntimeError: if an ``EventStream`` is already registered on
             ``app``.
@@ -248,6 +253,7 @@ class EventStream:
         app.register_blueprint(_blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
         app.cli.add_command(eventstream_cli)
         app.after_request(preflight)
+        app.wsgi_app = capture_start_response(app.wsgi_app)  # type: ignore[method-assign, assignment]
 
     def _state(self, app: Flask | None = None) -> _State:
         if app is None:

@@ -37,6 +37,7 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
 from .backends.base import Record
+from .direct import DirectWriter
 from .errors import BackendUnavailable
 from .event import Event
 from .monitor import jittered
@@ -144,9 +145,14 @@ def respond(
             # any other status, and this must be a pause, not the end.
             pause = options.opening(None) + b": the backend is unavailable\n"
             return sse_response([pause], state, headers)
-        gen = _subscription_body(rv, options, records, announce)
+        writer: list[DirectWriter] = []
+        gen = _subscription_body(rv, options, records, announce, writer)
         body = Body(gen, rv.close, state, name=repr(rv), retry=options.retry)
         rv._on_drop = body.cut
+        if state.direct_writes:
+            found = DirectWriter.find(request.environ, body)
+            if found is not None:
+                writer.append(found)
     elif isinstance(rv, (str, bytes, dict)) or not hasattr(rv, "__iter__"):
         raise TypeError(
             "A view decorated with @stream must return a Subscription, an"
@@ -366,6 +372,7 @@ def _subscription_body(
     options: _Options,
     records: list[Record],
     announce: str | None,
+    writer: list[DirectWriter],
 ) -> t.Generator[bytes, None, None]:
     state = sub._state
     heartbeat = options.heartbeat
@@ -378,10 +385,16 @@ def _subscription_body(
             yield from replay
         else:
             yield chunk
+        # Only now: the server has written the head and everything above,
+        # so the publisher's writes come after them.
+        direct = sub._writer = writer[0] if writer else None
         last_write = time.monotonic()
         while True:
             remaining = last_write + heartbeat - time.monotonic()
             fresh = sub.wait(remaining) if remaining > 0 else []
+            if direct is not None and direct.pending is not None:
+                if not direct.flush():
+                    return  # the client is gone
             if fresh is None:
                 return
             if fresh:
@@ -397,6 +410,9 @@ def _subscription_body(
             last_write = time.monotonic()
     finally:
         sub.close()
+        if sub._writer is not None:
+            sub._writer.body = None
+            sub._writer = None
 
 
 def _chunks(records: list[Record]) -> t.Iterator[bytes]:

@@ -24,6 +24,7 @@ from .backends.base import Record
 from .event import Event
 
 if t.TYPE_CHECKING:
+    from .direct import DirectWriter
     from .extension import _State
 
 #: The event type sent when a cursor cannot be resumed from.
@@ -58,6 +59,8 @@ class Subscription:
         "_closed",
         "_attached",
         "_on_drop",
+        "_writer",
+        "_armed",
         "__weakref__",
     )
 
@@ -78,6 +81,10 @@ class Subscription:
         #: Set by the stream serving it: shuts the connection down if a write
         #: to it is blocked when the queue overflows.
         self._on_drop: t.Callable[[], None] | None = None
+        #: Set by the stream serving it, where the publisher may write to the
+        #: client's socket itself; used only while the stream waits, idle.
+        self._writer: DirectWriter | None = None
+        self._armed = False
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
@@ -155,6 +162,7 @@ class Subscription:
         if live:
             self._closed = reason
         self._on_drop = None  # it refers to the stream, which refers to this
+        self._armed = False
         self._detach()
         self._wake.set()
         return live
@@ -179,6 +187,22 @@ class Subscription:
         # must never raise and never wait.
         if self._closed is not None:
             return
+        if self._armed:
+            # The stream waits with nothing queued or pending: write the event
+            # from here, with no wake-up (see the direct module).
+            if record.key <= self._high:
+                return  # already sent
+            writer = self._writer
+            assert writer is not None
+            if writer.send(record.event):
+                self._high = record.key
+                self._state.count("delivered")
+                if writer.pending is None:
+                    return
+                self._armed = False  # the rest first, then whatever comes
+                self._wake.set()
+                return
+            self._armed = False
         queue = self._queue
         if len(queue) >= self._state.queue_size:
             self._closed = "overflow"
@@ -203,7 +227,12 @@ class Subscription:
         """
         queue = self._queue
         if not queue and self._closed is None:
-            self._wake.wait(timeout)
+            writer = self._writer
+            self._armed = writer is not None and writer.pending is None
+            try:
+                self._wake.wait(timeout)
+            finally:
+                self._armed = False
         self._wake.clear()
         if self._closed is not None:
             return None

@@ -96,6 +96,10 @@ def test_page_survives_a_dropped_connection(
         page = open_page(browser, f"{proxy.url}/page/{mode}?url=/events/{channel}")
         first = server.publish(channel, "before{n}", count=3)
         page.wait_for_function("window.received.length >= 3")
+        # Cut while a request is in flight: a long-poll client sends its next
+        # one at once, and a kept-alive connection cut between two requests
+        # is retried by the browser unseen (no error, no second open).
+        server.wait_for(lambda stats: stats["channels"].get(channel, 0) >= 1)
         assert proxy.cut() >= 1
         # Published while the page has no connection: replayed on reconnect.
         during = server.publish(channel, "during{n}", count=3)
