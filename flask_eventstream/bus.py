@@ -32,9 +32,13 @@ class Bus:
         self._signals: dict[str, Signal] = {}
 
     def deliver(self, record: Record) -> None:
-        signal = self._signals.get(record.channel)
+        channel = record.channel
+        signal = self._signals.get(channel)
         if signal is not None:
-            signal.send(record.channel, record=record)
+            # Not signal.send: it checks every receiver for a coroutine
+            # function, a fifth of a fan-out's cost; these never are one.
+            for receiver in signal.receivers_for(channel):
+                receiver(channel, record=record)
 
     def connect(self, channel: str, receiver: Receiver) -> None:
         """Connect ``receiver`` to ``channel``."""

@@ -123,7 +123,7 @@ class Event:
         chunk = self._chunk
         if chunk is None:
             encoded = self.encode()
-            chunk = self._chunk = b"%x\r\n%b\r\n" % (len(encoded), encoded)
+            chunk = self._chunk = b"%X\r\n%b\r\n" % (len(encoded), encoded)
         return chunk
 
     def _build(self) -> str:

@@ -196,7 +196,7 @@ class Subscription:
             assert writer is not None
             if writer.send(record.event):
                 self._high = record.key
-                self._state.count("delivered")
+                self._state.counters["delivered"] += 1
                 if writer.pending is None:
                     return
                 self._armed = False  # the rest first, then whatever comes

@@ -101,3 +101,12 @@ def test_injected_fields_stay_data() -> None:
     (got,) = parse(Event(payload).encode())
     assert got.data == payload
     assert got.event is None
+
+
+def test_encode_chunk_frames_the_encoded_bytes_as_gunicorn_does() -> None:
+    event = Event("é", id="1-0")
+    assert event.encode() == "id: 1-0\ndata: é\n\n".encode()
+    assert event.encode_chunk() == b"12\r\n" + event.encode() + b"\r\n"
+    big = Event("x" * 300)
+    assert big.encode_chunk().startswith(b"%X\r\n" % len(big.encode()))
+    assert big.encode_chunk().startswith(b"134\r\n")

@@ -1,0 +1,130 @@
+"""Direct writes: the publisher writes to a waiting stream's socket itself.
+
+What a client receives is checked as raw bytes, chunk framing included: the
+direct path frames each event as gunicorn frames a write, and a write the
+kernel takes only in part is finished by the stream before anything else.
+"""
+
+from __future__ import annotations
+
+import socket
+import typing as t
+
+import pytest
+from clients import RawStream
+from conftest import Server
+
+from flask_eventstream import Event
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["direct", "off"])
+def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
+    # No heartbeat comes between the bytes a test expects.
+    config = {"DIRECT_WRITES": request.param, "SEND_BUFFER": 4096, "HEARTBEAT": 60}
+    server = Server("gevent", config=config).start()
+    yield server
+    server.stop()
+
+
+class Raw:
+    """A GET over a plain socket, read as the bytes the server sent."""
+
+    def __init__(
+        self, server: Server, path: str, version: str, rcvbuf: int = 0
+    ) -> None:
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", server.port))
+        request = f"GET {path} HTTP/{version}\r\nHost: test\r\n\r\n"
+        self.sock.sendall(request.encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self.buffer += self._recv()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        self.chunked = b"Transfer-Encoding: chunked" in head
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        assert data, "the server closed the connection"
+        return data
+
+    def read(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self.buffer += self._recv()
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def skip_opening(self) -> None:
+        """Read the stream's first write (a retry: and id: block)."""
+        if self.chunked:
+            while b"\r\n" not in self.buffer:
+                self.buffer += self._recv()
+            size = int(self.buffer.split(b"\r\n", 1)[0], 16)
+            self.read(len(b"%x\r\n" % size) + size + 2)
+        else:
+            while b"\n\n" not in self.buffer:
+                self.buffer += self._recv()
+            self.buffer = self.buffer.split(b"\n\n", 1)[1]
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%X\r\n%b\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_the_wire_bytes(
+    server: Server, version: str, request: pytest.FixtureRequest
+) -> None:
+    channel = f"wire-{version}"
+    raw = Raw(server, f"/stream/{channel}", version)
+    assert raw.chunked == (version == "1.1")
+    raw.skip_opening()
+    server.wait_for(lambda stats: stats["channels"].get(channel) == 1)
+    # One request publishes the three, without yielding in between.
+    ids = server.publish(channel, "é {n}\nline two", count=3)
+    events = [Event(f"é {n}\nline two", id=i).encode() for n, i in enumerate(ids)]
+    if not raw.chunked:
+        assert raw.read(len(b"".join(events))) == b"".join(events)
+    elif "direct" in request.node.callspec.id:
+        # Written by the publisher as each was published: a chunk each.
+        expected = b"".join(chunk(e) for e in events)
+        assert raw.read(len(expected)) == expected
+    else:
+        # The stream wakes once the publishing request yields: one write.
+        expected = chunk(b"".join(events))
+        assert raw.read(len(expected)) == expected
+    raw.sock.close()
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+def test_a_write_taken_in_part_is_finished_first(server: Server, version: str) -> None:
+    """Events far larger than the socket's buffers, to a client that reads
+    only once all are published: each direct write is taken in part, and the
+    stream sends the rest before the next event.
+    """
+    channel = f"partial-{version}"
+    path = f"/stream/{channel}"
+    if version == "1.1":
+        stream = RawStream(server.url, path, rcvbuf=4096, timeout=10).read_head()
+        stream.read_body()  # the opening
+    else:  # RawStream speaks 1.1
+        raw = Raw(server, path, "1.0", rcvbuf=4096)
+        raw.skip_opening()
+    server.wait_for(lambda stats: stats["channels"].get(channel) == 1)
+    big = "x" * 50_000 + " {n}"
+    ids = []
+    for _ in range(4):
+        ids += server.publish(channel, big, count=5)
+    expected = [Event(big.replace("{n}", str(n % 5)), id=i) for n, i in enumerate(ids)]
+    if version == "1.1":
+        # RawStream's parser checks every chunk's size line and CRLF.
+        assert stream.events(20) == expected
+        stream.close()
+    else:
+        wire = b"".join(e.encode() for e in expected)
+        assert raw.read(len(wire)) == wire
+        raw.sock.close()
+    counters = server.stats()["counters"]
+    assert counters["dropped"] == 0
