@@ -1,13 +1,18 @@
-"""The benchmark suite: S1 to S3 against one gunicorn gevent worker.
+"""The benchmark suite: S1 to S3, flask-eventstream side by side with its peers.
 
-Usage: python benchmarks/run.py [--smoke] [--backend memory|redis|both]
+Usage: python benchmarks/run.py [--smoke] [--servers memory,redis,...]
 
-The server is pinned to core 0 with taskset, the load generator (sseload.c,
-built here with gcc) to core 1. S1: memory per idle connection at 1,000 and
-9,000 connections. S2: deliveries per second to 1,000 subscribers of 2,000
-events published as fast as the worker goes. S3: delivery latency to 1,000
-subscribers of 50 events a second for 20 seconds. ``--smoke`` runs each with
-100 connections and a few events: it checks that the programs still work.
+Each server runs one worker (or process) pinned to core 0 with taskset; the
+load generator (sseload.c, built here with gcc) runs on core 1. S1: memory
+per idle connection at 1,000 and 9,000 connections. S2: deliveries per
+second to 1,000 subscribers of 2,000 events published as fast as the server
+goes. S3: delivery latency to 1,000 subscribers of 50 events a second for
+20 seconds. Then S2 on the Redis backend with one worker and with two.
+
+The peers: sse-starlette on uvicorn and flask-sse on gunicorn's gevent worker
+with Redis, installed into their own virtual environment (``--venv``), and
+nchan in Debian's nginx. ``--smoke`` runs everything with 100 connections
+and a few events: it checks that the programs still work.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from pathlib import Path
 
 import httpx
+import redis
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -42,158 +49,410 @@ def build_load_generator(target: Path) -> Path:
     return target
 
 
-def pinned(core: int) -> list[str]:
+def pinned(cores: str) -> list[str]:
     taskset = shutil.which("taskset")
-    return [taskset, "-c", str(core)] if taskset and os.cpu_count() != 1 else []
+    return [taskset, "-c", cores] if taskset and os.cpu_count() != 1 else []
 
 
-class Worker:
-    """One gunicorn gevent worker serving a benchmark app on core 0."""
+class Target:
+    """One server under benchmark, started on core 0.
 
-    def __init__(self, app: str, env: dict[str, str]) -> None:
+    ``command`` starts it; ``path`` is the stream the load generator opens;
+    the server's ``/publish?count=&rate=`` endpoint publishes from inside it
+    (see ``apps/``), except where :meth:`publish` is overridden.
+    """
+
+    #: Whether the measured process is the child of the one started (a
+    #: gunicorn or nginx master) rather than the started process itself.
+    master = True
+    #: Whether a stream's response head comes before its first event.
+    sends_head = True
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        path: str = "/sub/bench",
+        env: dict[str, str] | None = None,
+        cores: str = "0",
+    ) -> None:
+        self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        environ = dict(os.environ, PYTHONPATH=f"{HERE / 'apps'}:{ROOT}", **env)
+        self.path = path
+        self.command = [arg.replace("{port}", str(self.port)) for arg in command]
+        self.env = dict(os.environ, PYTHONPATH=f"{HERE / 'apps'}:{ROOT}", **(env or {}))
+        self.cores = cores
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Target:
         self.proc = subprocess.Popen(
-            [*pinned(0), sys.executable, "-m", "gunicorn", "-k", "gevent",
-             "-w", "1", "--worker-connections", "12000", "--backlog", "4096",
-             "-b", f"127.0.0.1:{self.port}", "--log-level", "warning", app],
-            env=environ, start_new_session=True,
+            [*pinned(self.cores), *self.command], env=self.env,
+            cwd=HERE / "apps", start_new_session=True,
         )  # fmt: skip
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.post(self.url + "/publish?count=0", timeout=1)
-                break
+                self.ready()
+                return self
             except httpx.TransportError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"{app} did not start") from None
+                    raise RuntimeError(f"{self.name} did not start") from None
                 time.sleep(0.1)
 
+    def ready(self) -> None:
+        httpx.post(self.url + "/publish?count=0", timeout=1).raise_for_status()
+
+    def wait_subscribed(self, clients: int) -> None:
+        """Return once ``clients`` streams are subscribed (the head of each
+        has arrived, by default).
+        """
+
+    def publish(self, count: int, rate: float) -> None:
+        url = f"{self.url}/publish?count={count}&rate={rate}"
+        httpx.post(url, timeout=300).raise_for_status()
+
     def rss_kb(self) -> int:
-        """The worker's resident memory (the child of gunicorn's master)."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        pid = children.read_text().split()[0]
+        """The resident memory of the process that holds the connections."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        if self.master:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pid = int(children[0])
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, 15)
-        self.proc.wait(30)
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait(30)
+
+
+def gunicorn(python: str, app: str, workers: int = 1) -> list[str]:
+    return [python, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
+            "--worker-connections", "12000", "--backlog", "4096",
+            "-b", "127.0.0.1:{port}", "--log-level", "warning", app]  # fmt: skip
+
+
+class FlaskSse(Target):
+    """flask-sse sends a stream's head with its first event; its streams are
+    counted as Redis pub/sub subscribers instead.
+    """
+
+    sends_head = False
+
+    def __init__(self, name: str, python: str, redis_url: str) -> None:
+        super().__init__(
+            name, gunicorn(python, "flask_sse_app:app"),
+            path="/sub?channel=bench", env={"BENCH_REDIS_URL": redis_url},
+        )  # fmt: skip
+        self.redis = redis.Redis.from_url(redis_url)
+
+    def wait_subscribed(self, clients: int) -> None:
+        deadline = time.monotonic() + 120
+        while dict(self.redis.pubsub_numsub("bench"))[b"bench"] < clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError("flask-sse's streams did not all subscribe")
+            time.sleep(0.1)
+
+
+class Uvicorn(Target):
+    master = False  # one process: uvicorn without --workers
+
+
+class Nchan(Target):
+    """nginx with nchan, one worker process: the C reference. Events are
+    published with a POST each to its publisher location, from this process.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="nchan-"))
+        conf = self.dir / "nginx.conf"
+        super().__init__(name, [NGINX, "-p", str(self.dir), "-c", str(conf)])
+        module = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+        conf.write_text(NCHAN_CONF.format(module=module, port=self.port, dir=self.dir))
+        self.client = httpx.Client(timeout=10)
+
+    def ready(self) -> None:
+        self.client.get(self.url + "/ready").raise_for_status()
+
+    def publish(self, count: int, rate: float) -> None:
+        start = time.monotonic()
+        for n in range(count):
+            if rate:
+                time.sleep(max(start + n / rate - time.monotonic(), 0))
+            data = str(time.time_ns() // 1000)
+            self.client.post(self.url + "/publish", content=data).raise_for_status()
+
+    def stop(self) -> None:
+        self.client.close()
+        super().stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+NGINX = "/usr/sbin/nginx"
+NCHAN_CONF = """
+load_module {module};
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 30000;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /ready {{ return 200 "ok"; }}
+        location = /publish {{
+            nchan_publisher;
+            nchan_channel_id bench;
+            nchan_message_buffer_length 1000;
+        }}
+        location /sub/ {{
+            nchan_subscriber eventsource;
+            nchan_subscriber_first_message newest;
+            nchan_channel_id bench;
+        }}
+    }}
+}}
+"""
 
 
 def load(
-    generator: Path, worker: Worker, clients: int, expect: int, duration: float
+    generator: Path,
+    target: Target,
+    clients: int,
+    expect: int,
+    duration: float,
+    core: str = "1",
 ) -> subprocess.Popen[str]:
     """Start the load generator; return once every client is connected."""
+    env = dict(os.environ)
+    if not target.sends_head:
+        env["SSELOAD_NO_HEAD"] = "1"
     proc = subprocess.Popen(
-        [*pinned(1), str(generator), "127.0.0.1", str(worker.port), "/sub/bench",
+        [*pinned(core), str(generator), "127.0.0.1", str(target.port), target.path,
          str(clients), str(expect), str(duration)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+        text=True, env=env,
     )  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline()
     if line.strip() != "connected":
         proc.kill()
         raise RuntimeError(f"the load generator did not connect: {line!r}")
+    target.wait_subscribed(clients)
     return proc
 
 
 def result(proc: subprocess.Popen[str]) -> dict[str, t.Any]:
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=300)
     return t.cast(dict[str, t.Any], json.loads(out))
 
 
-def s1(generator: Path, worker: Worker, clients: int) -> float:
-    """KB of worker memory per idle connection."""
-    idle = worker.rss_kb()
-    proc = load(generator, worker, clients, 0, 600)
+def s1(generator: Path, target: Target, clients: int) -> float:
+    """KB of server memory per idle connection."""
+    idle = target.rss_kb()
+    proc = load(generator, target, clients, 0, 600)
     time.sleep(1)  # let the last heads' writes settle; nothing to wait on
-    held = worker.rss_kb()
+    held = target.rss_kb()
     assert proc.stdin is not None
     proc.stdin.write("stop\n")
     proc.stdin.flush()
     found = result(proc)
-    assert found["headed"] == clients, found
+    if target.sends_head:
+        assert found["headed"] == clients, found
     return (held - idle) / clients
 
 
-def s2(generator: Path, worker: Worker, clients: int, events: int) -> dict[str, t.Any]:
-    proc = load(generator, worker, clients, events, 120)
-    httpx.post(worker.url + f"/publish?count={events}", timeout=120)
+def deliveries(
+    generator: Path,
+    target: Target,
+    clients: int,
+    events: int,
+    rate: float,
+    core: str = "1",
+) -> dict[str, t.Any]:
+    """S2 (rate 0: as fast as the server goes) and S3."""
+    timeout = (events / rate if rate else 0) + 60
+    proc = load(generator, target, clients, events, timeout, core)
+    target.publish(events, rate)
     found = result(proc)
     found["lost"] = clients * events - found["events"]
     return found
 
 
-def s3(
-    generator: Path, worker: Worker, clients: int, events: int, rate: float
-) -> dict[str, t.Any]:
-    proc = load(generator, worker, clients, events, events / rate + 30)
-    httpx.post(worker.url + f"/publish?count={events}&rate={rate}", timeout=120)
-    found = result(proc)
-    found["lost"] = clients * events - found["events"]
-    return found
-
-
-def run(
-    name: str, app: str, env: dict[str, str], smoke: bool, generator: Path
-) -> dict[str, t.Any]:
+def run(target: Target, smoke: bool, generator: Path) -> dict[str, t.Any]:
     n = 100 if smoke else 1000
-    rows: dict[str, t.Any] = {"server": name}
-    worker = Worker(app, env)
+    row: dict[str, t.Any] = {"server": target.name}
+    target.start()
     try:
-        rows["S1_kb_1000"] = s1(generator, worker, n)
+        row["S1_kb_1000"] = s1(generator, target, n)
         if not smoke:
-            rows["S1_kb_9000"] = s1(generator, worker, 9000)
-        rows["S2"] = s2(generator, worker, n, 50 if smoke else 2000)
-        rows["S3"] = s3(generator, worker, n, 20 if smoke else 1000, 50)
+            row["S1_kb_9000"] = s1(generator, target, 9000)
+        row["S2"] = deliveries(generator, target, n, 50 if smoke else 2000, 0)
+        row["S3"] = deliveries(generator, target, n, 20 if smoke else 1000, 50)
     finally:
-        worker.stop()
-    return rows
+        target.stop()
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def two_workers(redis_url: str, smoke: bool, generator: Path) -> dict[str, t.Any]:
+    """S2 on the Redis backend: one worker, then two, each on both cores
+    with the load generator (the machine has two).
+    """
+    n, events = (100, 50) if smoke else (1000, 2000)
+    row: dict[str, t.Any] = {"server": "flask-eventstream, Redis, S2 by workers"}
+    for workers in (1, 2):
+        target = Target(
+            f"{workers} workers",
+            gunicorn(sys.executable, APP, workers),
+            env={"FLASK_EVENTSTREAM_BACKEND": redis_url},
+            cores="0,1",
+        ).start()
+        try:
+            if workers == 2:  # both workers up: each answers a publish
+                pids = {httpx.get(target.url + "/pid", timeout=5).text
+                        for _ in range(40)}  # fmt: skip
+                assert len(pids) == 2, pids
+            row[f"S2_w{workers}"] = deliveries(
+                generator, target, n, events, 0, core="0,1"
+            )
+        finally:
+            target.stop()
+    row["ratio"] = row["S2_w2"]["deliveries_per_s"] / row["S2_w1"]["deliveries_per_s"]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+APP = "eventstream_app:app"
+PEERS = HERE / "peers-requirements.txt"
+
+
+def peers_python(venv: Path) -> str:
+    """The peers' own environment: created (from peers-requirements.txt) on
+    first use, so nothing of theirs is installed next to flask-eventstream.
+    """
+    python = venv / "bin" / "python"
+    stamp = venv / "requirements.txt"
+    if not stamp.exists() or stamp.read_text() != PEERS.read_text():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-r", str(PEERS)], check=True
+        )
+        stamp.write_text(PEERS.read_text())
+    return str(python)
+
+
+def targets(which: list[str], redis_url: str, venv: Path) -> list[Target]:
+    found: list[Target] = []
+    for name in which:
+        if name == "memory":
+            found.append(Target("flask-eventstream, memory",
+                                gunicorn(sys.executable, APP)))  # fmt: skip
+        elif name == "redis":
+            env = {"FLASK_EVENTSTREAM_BACKEND": redis_url}
+            found.append(Target("flask-eventstream, Redis",
+                                gunicorn(sys.executable, APP), env=env))  # fmt: skip
+        elif name == "sse-starlette":
+            found.append(Uvicorn(
+                "sse-starlette (uvicorn)",
+                [peers_python(venv), "-m", "uvicorn", "sse_starlette_app:app",
+                 "--port", "{port}", "--host", "127.0.0.1", "--backlog", "4096",
+                 "--log-level", "warning", "--no-access-log"],
+            ))  # fmt: skip
+        elif name == "flask-sse":
+            found.append(FlaskSse("flask-sse (gunicorn gevent, Redis)",
+                                  peers_python(venv), redis_url))  # fmt: skip
+        elif name == "nchan":
+            found.append(Nchan("nchan (nginx)"))
+    return found
+
+
+SERVERS = ["memory", "redis", "sse-starlette", "flask-sse", "nchan"]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, t.Any]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument(
-        "--backend", choices=["memory", "redis", "both"], default="both"
-    )
+    parser.add_argument("--servers", default=",".join(SERVERS),
+                        help=f"comma-separated, of {', '.join(SERVERS)}")  # fmt: skip
+    parser.add_argument("--no-workers", action="store_true",
+                        help="skip the one- and two-worker Redis S2")  # fmt: skip
+    venv = Path("/tmp") / f"eventstream-peers-{os.getuid()}"
+    parser.add_argument("--venv", type=Path, default=venv,
+                        help="the peers' environment, created if missing")  # fmt: skip
     args = parser.parse_args(argv)
+    which = args.servers.split(",")
+    unknown = set(which) - set(SERVERS)
+    if unknown:
+        parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     generator = build_load_generator(Path("/tmp") / f"sseload-{os.getuid()}")
-    base: dict[str, str] = {}  # the defaults
+    redis = RedisServer().start()
     rows = []
-    if args.backend in ("memory", "both"):
-        rows.append(
-            run(
-                "flask-eventstream, memory",
-                "eventstream_app:app",
-                base,
-                args.smoke,
-                generator,
-            )
-        )
-    if args.backend in ("redis", "both"):
-        redis = RedisServer().start()
-        try:
-            env = dict(base, FLASK_EVENTSTREAM_BACKEND=redis.url)
-            rows.append(
-                run(
-                    "flask-eventstream, Redis",
-                    "eventstream_app:app",
-                    env,
-                    args.smoke,
-                    generator,
-                )
-            )
-        finally:
-            redis.stop()
-    for row in rows:
-        print(json.dumps(row))
+    try:
+        for target in targets(which, redis.url, args.venv):
+            rows.append(run(target, args.smoke, generator))
+        if not args.no_workers:
+            rows.append(two_workers(redis.url, args.smoke, generator))
+    finally:
+        redis.stop()
+    print(table(rows))
     return rows
+
+
+def table(rows: list[dict[str, t.Any]]) -> str:
+    """The results as a Markdown table, each figure with its ratio to
+    flask-eventstream's memory backend from the same run.
+    """
+    servers = [row for row in rows if "S1_kb_1000" in row]
+    base = next((r for r in servers if r["server"].endswith("memory")), servers[0])
+
+    def ratio(value: float, reference: float) -> str:
+        return f"{value / reference:.2f}x" if reference else "-"
+
+    lines = [
+        "| server | S1 KB/conn 1,000 | S1 KB/conn 9,000 | S2 deliveries/s | S2 lost"
+        " | S3 p99 ms | S3 lost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in servers:
+        s1_9000 = row.get("S1_kb_9000", row["S1_kb_1000"])
+        base_9000 = base.get("S1_kb_9000", base["S1_kb_1000"])
+        s2, s3 = row["S2"], row["S3"]
+        rate, base_rate = s2["deliveries_per_s"], base["S2"]["deliveries_per_s"]
+        lines.append(
+            f"| {row['server']} | {row['S1_kb_1000']:.1f}"
+            f" ({ratio(row['S1_kb_1000'], base['S1_kb_1000'])})"
+            f" | {s1_9000:.1f} ({ratio(s1_9000, base_9000)})"
+            f" | {rate:,} ({ratio(rate, base_rate)})"
+            f" | {s2['lost']:,} | {s3['p99_ms']}"
+            f" ({ratio(s3['p99_ms'], base['S3']['p99_ms'])}) | {s3['lost']:,} |"
+        )
+    for row in rows:
+        if "ratio" in row:
+            lines.append("")
+            lines.append(
+                f"Redis backend, S2 with 2 workers vs 1 (both on cores 0-1):"
+                f" {row['S2_w2']['deliveries_per_s']:,} vs"
+                f" {row['S2_w1']['deliveries_per_s']:,} deliveries/s,"
+                f" {row['ratio']:.2f}x"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

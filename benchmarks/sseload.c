@@ -2,7 +2,7 @@
  *
  * Opens N connections with "GET PATH HTTP/1.0" (the body then ends with the
  * connection, no chunked framing), reads them with epoll and counts the
- * "data: " lines that arrive. An event's data is the publisher's send time
+ * "data:" lines that arrive. An event's data is the publisher's send time
  * in microseconds (CLOCK_REALTIME), so each delivery's latency is measured
  * here. Prints one JSON line when every connection has received EXPECT
  * events, when DURATION seconds have passed, or on a read of "stop" from
@@ -10,7 +10,9 @@
  *
  * usage: sseload HOST PORT PATH N EXPECT DURATION
  *   EXPECT 0: only connect and hold (memory per idle connection); the line
- *   "connected" is printed on stderr once every connection has its head.
+ *   "connected" is printed on stderr once every connection has its head;
+ *   with SSELOAD_NO_HEAD set, once every request is sent (for a server that
+ *   sends the head only with the first event).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -82,9 +84,10 @@ static void scan(struct conn *c, const char *data, ssize_t len, int64_t now) {
         i = (end + 4) - buf;
     }
     for (;;) {
-        char *hit = memmem(p + i, total - i, "data: ", 6);
+        /* "data:" then an optional space (strtoll skips it) */
+        char *hit = memmem(p + i, total - i, "data:", 5);
         if (!hit) break;
-        size_t at = hit - p + 6;
+        size_t at = hit - p + 5;
         char *eol = memchr(p + at, '\n', total - at);
         if (!eol) { i = hit - p; goto keep_from; }
         int64_t sent = strtoll(p + at, NULL, 10);
@@ -95,8 +98,8 @@ static void scan(struct conn *c, const char *data, ssize_t len, int64_t now) {
         c->events++;
         i = eol - p + 1;
     }
-    /* no "data: " left: carry the last bytes, which may start one */
-    i = total > 5 ? total - 5 : 0;
+    /* no "data:" left: carry the last bytes, which may start one */
+    i = total > 4 ? total - 4 : 0;
 keep_from:
     {
         size_t keep = total - i;
@@ -150,6 +153,10 @@ int main(int argc, char **argv) {
     struct epoll_event ready[512];
     long total = 0, closed = 0, headed = 0, complete = 0;
     int announced = 0;
+    if (getenv("SSELOAD_NO_HEAD")) {
+        fprintf(stderr, "connected\n");
+        announced = 1;
+    }
     double start = mono(), first = 0, last = 0;
     while (mono() - start < duration) {
         int count = epoll_wait(ep, ready, 512, 100);

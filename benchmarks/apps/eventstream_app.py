@@ -8,6 +8,7 @@ writers after each publish, as a publisher in a request greenlet would.
 
 from __future__ import annotations
 
+import os
 import time
 
 from flask import Flask
@@ -40,3 +41,8 @@ def publish() -> object:
         if not rate:
             time.sleep(0)
     return {"published": count, "seconds": time.monotonic() - start}
+
+
+@app.get("/pid")
+def pid() -> str:
+    return str(os.getpid())
