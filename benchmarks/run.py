@@ -108,6 +108,22 @@ class Target:
         has arrived, by default).
         """
 
+    def wait_idle(self) -> None:
+        """Return once the server has let go of the previous scenario's
+        connections (it notices a closed one when it next writes to it:
+        flask-eventstream at its next heartbeat).
+        """
+        response = httpx.get(self.url + "/stats", timeout=5)
+        if response.status_code != 200:  # a peer: no such figure
+            time.sleep(2)
+            return
+        deadline = time.monotonic() + 60
+        while response.json()["connections"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} still holds closed connections")
+            time.sleep(0.5)
+            response = httpx.get(self.url + "/stats", timeout=5)
+
     def publish(self, count: int, rate: float) -> None:
         url = f"{self.url}/publish?count={count}&rate={rate}"
         httpx.post(url, timeout=300).raise_for_status()
@@ -275,6 +291,7 @@ def s1(generator: Path, target: Target, clients: int) -> float:
     found = result(proc)
     if target.sends_head:
         assert found["headed"] == clients, found
+    target.wait_idle()
     return (held - idle) / clients
 
 
@@ -285,13 +302,18 @@ def deliveries(
     events: int,
     rate: float,
     core: str = "1",
+    slack: float = 30,
 ) -> dict[str, t.Any]:
-    """S2 (rate 0: as fast as the server goes) and S3."""
-    timeout = (events / rate if rate else 0) + 60
+    """S2 (rate 0: as fast as the server goes) and S3. The load generator
+    stops ``slack`` seconds after the last event is due: what has not come
+    by then is lost.
+    """
+    timeout = (events / rate if rate else 0) + slack
     proc = load(generator, target, clients, events, timeout, core)
     target.publish(events, rate)
     found = result(proc)
     found["lost"] = clients * events - found["events"]
+    target.wait_idle()
     return found
 
 
@@ -303,8 +325,12 @@ def run(target: Target, smoke: bool, generator: Path) -> dict[str, t.Any]:
         row["S1_kb_1000"] = s1(generator, target, n)
         if not smoke:
             row["S1_kb_9000"] = s1(generator, target, 9000)
-        row["S2"] = deliveries(generator, target, n, 50 if smoke else 2000, 0)
-        row["S3"] = deliveries(generator, target, n, 20 if smoke else 1000, 50)
+        # Slow peers need minutes for S2's 2,000,000 deliveries.
+        slack = 10 if smoke else 300
+        row["S2"] = deliveries(generator, target, n, 50 if smoke else 2000, 0,
+                               slack=slack)  # fmt: skip
+        row["S3"] = deliveries(generator, target, n, 20 if smoke else 1000, 50,
+                               slack=10 if smoke else 30)  # fmt: skip
     finally:
         target.stop()
     print(json.dumps(row), flush=True)
@@ -318,10 +344,13 @@ def two_workers(redis_url: str, smoke: bool, generator: Path) -> dict[str, t.Any
     n, events = (100, 50) if smoke else (1000, 2000)
     row: dict[str, t.Any] = {"server": "flask-eventstream, Redis, S2 by workers"}
     for workers in (1, 2):
+        env = {"FLASK_EVENTSTREAM_BACKEND": redis_url}
+        if smoke:
+            env["FLASK_EVENTSTREAM_HEARTBEAT"] = "0.5"
         target = Target(
             f"{workers} workers",
             gunicorn(sys.executable, APP, workers),
-            env={"FLASK_EVENTSTREAM_BACKEND": redis_url},
+            env=env,
             cores="0,1",
         ).start()
         try:
@@ -330,7 +359,7 @@ def two_workers(redis_url: str, smoke: bool, generator: Path) -> dict[str, t.Any
                         for _ in range(40)}  # fmt: skip
                 assert len(pids) == 2, pids
             row[f"S2_w{workers}"] = deliveries(
-                generator, target, n, events, 0, core="0,1"
+                generator, target, n, events, 0, core="0,1", slack=60
             )
         finally:
             target.stop()
@@ -358,14 +387,17 @@ def peers_python(venv: Path) -> str:
     return str(python)
 
 
-def targets(which: list[str], redis_url: str, venv: Path) -> list[Target]:
+def targets(which: list[str], redis_url: str, venv: Path, smoke: bool) -> list[Target]:
     found: list[Target] = []
+    # The defaults, but in a smoke run a short heartbeat: the server notices
+    # the previous scenario's closed connections sooner (see wait_idle).
+    ours = {"FLASK_EVENTSTREAM_HEARTBEAT": "0.5"} if smoke else {}
     for name in which:
         if name == "memory":
             found.append(Target("flask-eventstream, memory",
-                                gunicorn(sys.executable, APP)))  # fmt: skip
+                                gunicorn(sys.executable, APP), env=ours))  # fmt: skip
         elif name == "redis":
-            env = {"FLASK_EVENTSTREAM_BACKEND": redis_url}
+            env = {"FLASK_EVENTSTREAM_BACKEND": redis_url, **ours}
             found.append(Target("flask-eventstream, Redis",
                                 gunicorn(sys.executable, APP), env=env))  # fmt: skip
         elif name == "sse-starlette":
@@ -403,9 +435,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, t.Any]]:
         parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
     generator = build_load_generator(Path("/tmp") / f"sseload-{os.getuid()}")
     redis = RedisServer().start()
+    # Off the server's core: Redis shares core 1 with the load generator.
+    assert redis.proc is not None
+    if pinned("1"):
+        taskset = pinned("1")[0]
+        subprocess.run([taskset, "-p", "-c", "1", str(redis.proc.pid)],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     rows = []
     try:
-        for target in targets(which, redis.url, args.venv):
+        for target in targets(which, redis.url, args.venv, args.smoke):
             rows.append(run(target, args.smoke, generator))
         if not args.no_workers:
             rows.append(two_workers(redis.url, args.smoke, generator))

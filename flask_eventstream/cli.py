@@ -1,12 +1,44 @@
-"""``flask eventstream``: publish from the command line."""
+"""``flask eventstream``: publish, follow and count from the command line."""
 
 from __future__ import annotations
+
+import http.client
+import json
+import time
+import typing as t
+import urllib.parse
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-eventstream_cli = AppGroup("eventstream", help="Publish and inspect event streams.")
+from .event import Event
+from .subscription import Subscription
+from .testing import Parser
+
+if t.TYPE_CHECKING:
+    from .extension import EventStream
+
+eventstream_cli = AppGroup(
+    "eventstream", help="Publish, follow and count event streams."
+)
+
+_MEMORY_ONLY = (
+    "EVENTSTREAM_BACKEND is 'memory': events and figures live in the server's"
+    " process, out of this command's reach."
+)
+
+
+def _extension(*, shared: bool) -> EventStream:
+    events: EventStream | None = current_app.extensions.get("eventstream")
+    if events is None:
+        raise click.ClickException("This app has no EventStream extension.")
+    if shared and current_app.config["EVENTSTREAM_BACKEND"] == "memory":
+        raise click.ClickException(
+            f"{_MEMORY_ONLY} Configure a Redis backend to use this command"
+            " from outside the server."
+        )
+    return events
 
 
 @eventstream_cli.command("publish")
@@ -14,18 +46,144 @@ eventstream_cli = AppGroup("eventstream", help="Publish and inspect event stream
 @click.argument("data")
 @click.option("--event", "event_type", default=None, help="The event type.")
 def publish_command(channel: str, data: str, event_type: str | None) -> None:
-    """Publish DATA (sent as it is) on CHANNEL."""
-    events = current_app.extensions.get("eventstream")
-    if events is None:
-        raise click.ClickException("This app has no EventStream extension.")
-    if current_app.config["EVENTSTREAM_BACKEND"] == "memory":
-        raise click.ClickException(
-            "EVENTSTREAM_BACKEND is 'memory': an event published by this command"
-            " would live and die in this command's process and reach no client."
-            " Configure a Redis backend to publish from outside the server."
-        )
+    """Publish DATA (sent as it is) on CHANNEL; print the event's id."""
+    events = _extension(shared=True)
     try:
         stored = events.publish(channel, data, event=event_type)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     click.echo(stored.id)
+
+
+@eventstream_cli.command("tail")
+@click.argument("channels", nargs=-1)
+@click.option(
+    "--last-event-id",
+    default=None,
+    help="Resume after this id: print the stored events after it first.",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Follow a running server's stream at this URL (of any app, any"
+    " backend) instead of reading the backend; CHANNELS fill its {channels}"
+    " placeholder, if it has one.",
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exit after this many events.",
+)
+def tail_command(
+    channels: tuple[str, ...],
+    last_event_id: str | None,
+    url: str | None,
+    as_json: bool,
+    count: int | None,
+) -> None:
+    """Print the events of CHANNELS as they come, until interrupted.
+
+    Reads the backend directly (Redis), with no authorization: it is an
+    operator's tool. With --url, reads a running server's stream over HTTP.
+    """
+    source: t.Iterator[Event]
+    if not channels and (url is None or "{channels}" in url):
+        raise click.UsageError("Name at least one channel.")
+    if url is not None:
+        url = url.replace("{channels}", ",".join(channels))
+        source = _http_events(url, last_event_id)
+    else:
+        from .extension import check_channel  # the extension imports this module
+
+        events = _extension(shared=True)
+        for channel in channels:
+            problem = check_channel(channel)
+            if problem is not None:
+                raise click.BadParameter(problem)
+        source = iter(Subscription(events._state(), channels, last_event_id))
+    seen = 0
+    try:
+        for event in source:
+            if as_json:
+                click.echo(json.dumps(event.to_dict()))
+            else:
+                click.echo(event.encode().decode(), nl=False)
+            seen += 1
+            if count is not None and seen >= count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+
+def _http_events(url: str, last_event_id: str | None) -> t.Iterator[Event]:
+    """Yield the events of the stream at ``url``, reconnecting as a browser
+    does (after ``retry:``, from the last id) until interrupted.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise click.BadParameter(f"{url!r} is not an http(s) URL.")
+    connection_type = (
+        http.client.HTTPSConnection
+        if parts.scheme == "https"
+        else http.client.HTTPConnection
+    )
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    cursor = last_event_id
+    while True:
+        parser = Parser(last_event_id=cursor or "")
+        connection = connection_type(parts.hostname, parts.port, timeout=60)
+        headers = {"Accept": "text/event-stream"}
+        if cursor:
+            headers["Last-Event-ID"] = cursor
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+            if response.status != 200:
+                raise click.ClickException(
+                    f"{url} answered {response.status}: "
+                    + response.read(500).decode("utf-8", "replace").strip()
+                )
+            while data := response.read1(65536):
+                for event in parser.feed(data):
+                    cursor = parser.last_event_id or cursor
+                    yield event
+        except OSError as error:
+            click.echo(f"(connection lost: {error}; reconnecting)", err=True)
+        finally:
+            connection.close()
+        time.sleep((parser.retry or 3000) / 1000)
+
+
+@eventstream_cli.command("stats")
+def stats_command() -> None:
+    """Print every worker's connections and channels, and the history
+    sizes, as JSON (workers report every few seconds while they hold
+    streams).
+    """
+    events = _extension(shared=True)
+    backend = events._state().backend
+    workers = backend.reports()
+    channels: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    for report in workers:
+        for name, n in report["channels"].items():
+            channels[name] = channels.get(name, 0) + n
+        for name, n in report["counters"].items():
+            counters[name] = counters.get(name, 0) + n
+    figures = {
+        "workers": len(workers),
+        "connections": sum(report["connections"] for report in workers),
+        "channels": dict(sorted(channels.items())),
+        "counters": counters,
+        "history": backend.history_sizes(),
+        "per_worker": workers,
+    }
+    click.echo(json.dumps(figures, indent=2))

@@ -38,6 +38,11 @@ if t.TYPE_CHECKING:
 #: Seconds between two looks at the streams and the worker.
 PERIOD = 0.25
 
+#: Seconds between two reports of this worker's figures to the backend (for
+#: ``flask eventstream stats``), and how long one stays valid.
+REPORT_PERIOD = 2.0
+REPORT_TTL = 10.0
+
 
 class Monitor:
     """One per app and worker: the live stream bodies, and a thread (a
@@ -89,6 +94,7 @@ class Monitor:
 
     def _run(self) -> None:
         worker = gunicorn_worker()
+        reported = 0.0
         while True:
             time.sleep(PERIOD)
             if worker is not None and not worker.alive and not self.stopping:
@@ -100,8 +106,27 @@ class Monitor:
                 if not self.bodies:
                     # Started again by the next stream; no thread per idle app.
                     self._running = False
-                    return
-            self.check(time.monotonic())
+                    break
+            now = time.monotonic()
+            self.check(now)
+            if now - reported >= REPORT_PERIOD:
+                reported = now
+                self.report()
+        self.report()  # the last streams are gone: say so
+
+    def report(self) -> None:
+        """Share this worker's figures through the backend."""
+        state = self._state
+        figures = {
+            "worker": worker_name(),
+            "connections": state.connections,
+            "channels": state.bus.subscribers(),
+            "counters": dict(state.counters),
+        }
+        try:
+            state.backend.report(worker_name(), figures, REPORT_TTL)
+        except Exception as error:  # a report is best effort, never fatal
+            state.logger.debug("Could not report this worker's figures: %s", error)
 
     def check(self, now: float) -> None:
         """End the streams past their lifetime, and those whose write is
@@ -115,6 +140,11 @@ class Monitor:
                 body.abort("stalled")
             elif lifetime is not None and body.sse and now - body.started > lifetime:
                 body.end("lifetime")
+
+
+def worker_name() -> str:
+    """This process, as ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def jittered(retry: int | None) -> bytes:

@@ -4,25 +4,42 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from conftest import require
 from conftest import ROOT
 
 
+@pytest.mark.timeout(600)  # the first run creates the peers' environment
 def test_benchmark_smoke_run() -> None:
+    """Every server of the suite, the peers included (their environment is
+    created on first use), with 100 connections and a few events.
+    """
     require("gcc")
     require("redis-server")
+    require("/usr/sbin/nginx")
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import run
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     rows = run.main(["--smoke"])
-    assert [row["server"] for row in rows] == [
+    servers = [row for row in rows if "S1_kb_1000" in row]
+    assert [row["server"] for row in servers] == [
         "flask-eventstream, memory",
         "flask-eventstream, Redis",
+        "sse-starlette (uvicorn)",
+        "flask-sse (gunicorn gevent, Redis)",
+        "nchan (nginx)",
     ]
-    for row in rows:
-        assert 0 < row["S1_kb_1000"] < 200
+    for row in servers:
+        assert 0 < row["S1_kb_1000"] < 200, row
         for scenario in ("S2", "S3"):
-            assert row[scenario]["headed"] == 100
-            assert row[scenario]["lost"] == 0, row
+            assert row[scenario]["headed"] == 100, row
+            assert row[scenario]["events"] > 0, row
+            if row["server"].startswith("flask-eventstream"):
+                assert row[scenario]["lost"] == 0, row
+    workers = rows[-1]
+    for key in ("S2_w1", "S2_w2"):
+        assert workers[key]["lost"] == 0, workers
+    table = run.table(rows)
+    assert table.count("\n| ") == 5, table

@@ -46,3 +46,8 @@ def publish() -> object:
 @app.get("/pid")
 def pid() -> str:
     return str(os.getpid())
+
+
+@app.get("/stats")
+def stats() -> object:
+    return events.stats()

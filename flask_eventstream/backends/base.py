@@ -141,6 +141,19 @@ class Backend(ABC):
         """Return backend figures for :meth:`EventStream.stats`."""
         return {}
 
+    def report(self, worker: str, figures: dict[str, t.Any], ttl: float) -> None:  # noqa: B027 - optional hook
+        """Share this worker's figures with ``flask eventstream stats`` for
+        ``ttl`` seconds (a backend that reaches no other process keeps none).
+        """
+
+    def reports(self) -> list[dict[str, t.Any]]:
+        """Return the figures every live worker shared with :meth:`report`."""
+        return []
+
+    def history_sizes(self) -> dict[str, int]:
+        """Return the number of stored events of every channel."""
+        return {}
+
 
 def _nowhere(_: object) -> None:
     return None

@@ -118,7 +118,7 @@ class MemoryBackend(Backend):
         return found
 
     def stats(self) -> dict[str, t.Any]:
-        return {
-            "backend": "memory",
-            "history": {name: len(c.events) for name, c in self._channels.items()},
-        }
+        return {"backend": "memory", "history": self.history_sizes()}
+
+    def history_sizes(self) -> dict[str, int]:
+        return {name: len(c.events) for name, c in self._channels.items()}

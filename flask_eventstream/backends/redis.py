@@ -13,6 +13,7 @@ subscribe to) and a small bounded pool for publishing and replay.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -339,6 +340,28 @@ class RedisBackend(Backend):
 
     def stats(self) -> dict[str, t.Any]:
         return {"backend": "redis", "listening": len(self._cursors)}
+
+    def report(self, worker: str, figures: dict[str, t.Any], ttl: float) -> None:
+        key = f"{self.prefix}worker:{worker}"
+        self.redis.set(key, json.dumps(figures), px=max(1, int(ttl * 1000)))
+
+    def reports(self) -> list[dict[str, t.Any]]:
+        keys = sorted(self.redis.scan_iter(match=f"{self.prefix}worker:*", count=500))
+        values = self.redis.mget(keys) if keys else []
+        # A key may expire between the scan and the read.
+        return [json.loads(value) for value in values if value is not None]
+
+    def history_sizes(self) -> dict[str, int]:
+        start = len(f"{self.prefix}stream:")
+        keys = sorted(self.redis.scan_iter(match=f"{self.prefix}stream:*", count=500))
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.xlen(key)
+        return {
+            key.decode()[start:]: size
+            for key, size in zip(keys, pipe.execute(), strict=True)
+            if size
+        }
 
 
 def _key_of(raw: bytes | str | None) -> Key:

@@ -1,0 +1,68 @@
+"""A gunicorn configuration for a Flask app that serves event streams.
+
+Use it as it is::
+
+    gunicorn -c python:flask_eventstream.gunicorn app:app
+
+or copy this file, or import it into your own ``gunicorn.conf.py`` and change
+what differs::
+
+    from flask_eventstream.gunicorn import *  # noqa: F403
+
+    workers = 4
+
+Environment variables override three settings without a file of your own:
+``WEB_CONCURRENCY`` (workers), ``GUNICORN_BIND`` and
+``EVENTSTREAM_WORKER_CONNECTIONS``.
+
+Nothing here is needed for a graceful shutdown: on ``SIGTERM``, a reload or a
+``max_requests`` restart, each worker's streams end at once with a jittered
+``retry:`` hint (see :doc:`reliability`), well inside ``graceful_timeout``.
+"""
+
+from __future__ import annotations
+
+import os
+import typing as t
+
+#: Streams are long requests that mostly wait: one greenlet each.
+worker_class = "gevent"
+
+#: One worker per core. With the memory backend a publish reaches only its
+#: own worker's clients: use one worker, or a Redis backend for more.
+workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
+
+#: Concurrent connections per worker; every open stream holds one. Keep it at
+#: or above ``EVENTSTREAM_MAX_CONNECTIONS`` (10,000), which answers 503 past
+#: its limit, so clients get a ``Retry-After`` rather than a stalled accept.
+worker_connections = int(os.environ.get("EVENTSTREAM_WORKER_CONNECTIONS", 10000))
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+
+#: Clients reconnect together after a deploy: a deep accept queue takes the
+#: burst.
+backlog = 2048
+
+#: The worker's heartbeat to the master runs in its own greenlet, so an open
+#: stream never counts against it; this only catches a worker that blocks
+#: its event loop.
+timeout = 30
+
+#: Streams end within a second of SIGTERM; this bounds the other requests.
+graceful_timeout = 30
+
+#: Seconds an idle keep-alive connection (a poll client's) stays open.
+keepalive = 5
+
+#: Never preload: the app would be imported before gevent patches the
+#: standard library, and a Redis client created then would block the worker.
+preload_app = False
+
+
+def worker_abort(worker: t.Any) -> None:
+    """Log what a worker that missed its ``timeout`` was serving."""
+    worker.log.warning(
+        "Worker %s aborted (timeout); its clients resume from history when"
+        " they reconnect.",
+        worker.pid,
+    )

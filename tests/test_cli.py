@@ -1,0 +1,140 @@
+"""``flask eventstream tail`` and ``stats`` against a running server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import typing as t
+
+import pytest
+from clients import RawStream
+from conftest import RedisServer
+from conftest import Server
+from conftest import TESTS
+from test_redis import redis_config
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
+    srv = Server("gevent", workers=2, config=redis_config(redis_server)).start()
+    yield srv
+    srv.stop()
+
+
+def flask(server: Server, *args: str) -> list[str]:
+    return [sys.executable, "-m", "flask", "--app", "serverapp", "eventstream", *args]
+
+
+def start(server: Server, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        flask(server, *args), env=server.env, cwd=TESTS, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def run(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        flask(server, *args), env=server.env, cwd=TESTS, text=True,
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+def lines(proc: subprocess.Popen[str], count: int) -> list[dict[str, str]]:
+    assert proc.stdout is not None
+    found = []
+    for _ in range(count):
+        line = proc.stdout.readline()  # the test's timeout bounds a hang
+        assert line, proc.stderr.read() if proc.stderr else ""
+        found.append(json.loads(line))
+    return found
+
+
+@pytest.mark.timeout(60)
+def test_tail_resumes_from_history_then_follows(cluster: Server) -> None:
+    first, second, third = cluster.publish("tail", "old {n}", count=3)
+    proc = start(cluster, "tail", "tail", "--last-event-id", first, "--json",
+                 "--count", "4")  # fmt: skip
+    try:
+        # The stored events after the cursor...
+        got = lines(proc, 2)
+        assert got == [
+            {"id": second, "event": "message", "data": "old 1"},
+            {"id": third, "event": "message", "data": "old 2"},
+        ]
+        # ...then the live ones.
+        live = cluster.publish("tail", "new {n}", count=2)
+        got = lines(proc, 2)
+        assert [(e["id"], e["data"]) for e in got] == [
+            (live[0], "new 0"),
+            (live[1], "new 1"),
+        ]
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)  # and close its pipes
+
+
+@pytest.mark.timeout(60)
+def test_tail_follows_a_url_in_wire_format(cluster: Server) -> None:
+    (cursor,) = cluster.publish("tail-url", "before")
+    proc = start(cluster, "tail", "tail-url", "--url",
+                 cluster.url + "/stream/{channels}", "--last-event-id", cursor,
+                 "--count", "2")  # fmt: skip
+    try:
+        cluster.wait_for(lambda s: s["channels"].get("tail-url", 0) >= 1)
+        ids = cluster.publish("tail-url", "line {n}\nsecond", count=2, event="note")
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert out == "".join(
+            f"id: {i}\nevent: note\ndata: line {n}\ndata: second\n\n"
+            for n, i in enumerate(ids)
+        )
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)  # and close its pipes
+
+
+@pytest.mark.timeout(90)
+def test_stats_counts_every_worker(cluster: Server) -> None:
+    streams = [RawStream(cluster.url, "/stream/counted") for _ in range(12)]
+    try:
+        pids = set()
+        for stream in streams:
+            stream.open()
+            pids.add(stream.headers["x-worker-pid"])
+        assert len(pids) == 2, "the streams all landed on one worker"
+        cluster.publish("counted", "x", count=3)
+        # Each worker reports every 2 seconds while it holds streams.
+        deadline = time.monotonic() + 20
+        while True:
+            result = run(cluster, "stats")
+            assert result.returncode == 0, result.stderr
+            figures = json.loads(result.stdout)
+            if figures["channels"].get("counted") == 12:
+                break
+            assert time.monotonic() < deadline, figures
+            time.sleep(0.5)
+        assert figures["workers"] == 2
+        assert figures["connections"] >= 12
+        assert figures["history"]["counted"] == 3
+        reported = [w["worker"].split(":")[1] for w in figures["per_worker"]]
+        assert sorted(reported) == sorted(pids)
+        assert figures["counters"]["published"] >= 3
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def test_commands_that_need_a_shared_backend_say_so() -> None:
+    server = Server("gevent")  # not started: only its environment is used
+    for args in (("tail", "x"), ("stats",), ("publish", "x", "y")):
+        result = run(server, *args)
+        assert result.returncode == 1, result
+        assert "EVENTSTREAM_BACKEND is 'memory'" in result.stderr
+    result = run(server, "tail", "--url", "ftp://example", "x")
+    assert result.returncode == 2
+    assert "is not an http(s) URL" in result.stderr
