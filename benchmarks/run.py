@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ class Target:
     def start(self) -> Target:
         self.proc = subprocess.Popen(
             [*pinned(self.cores), *self.command], env=self.env,
-            cwd=HERE / "apps", start_new_session=True,
+            cwd=HERE / "apps", start_new_session=True, preexec_fn=more_files,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while True:
@@ -150,6 +151,19 @@ class Target:
                 self.proc.wait(30)
 
 
+def more_files() -> None:
+    """Raise the open-file limit where allowed (root may raise the hard one):
+    flask-sse holds a Redis connection per client, two descriptors each.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (65536, hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(limit, hard)))
+            return
+        except (ValueError, OSError):
+            continue
+
+
 def gunicorn(python: str, app: str, workers: int = 1) -> list[str]:
     return [python, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
             "--worker-connections", "12000", "--backlog", "4096",
@@ -169,6 +183,20 @@ class FlaskSse(Target):
             path="/sub?channel=bench", env={"BENCH_REDIS_URL": redis_url},
         )  # fmt: skip
         self.redis = redis.Redis.from_url(redis_url)
+
+    def wait_idle(self) -> None:
+        # flask-sse writes nothing to an idle stream, so it finds a closed
+        # client only when an event comes (the second write fails): two
+        # events, published when no client is connected, let the previous
+        # scenario's connections go.
+        for _ in range(2):
+            self.publish(1, 0)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while dict(self.redis.pubsub_numsub("bench"))[b"bench"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("flask-sse still holds closed connections")
+            time.sleep(0.5)
 
     def wait_subscribed(self, clients: int) -> None:
         deadline = time.monotonic() + 120
@@ -444,7 +472,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, t.Any]]:
     rows = []
     try:
         for target in targets(which, redis.url, args.venv, args.smoke):
-            rows.append(run(target, args.smoke, generator))
+            try:
+                rows.append(run(target, args.smoke, generator))
+            except Exception as error:  # a failing server is a result too
+                print(f"{target.name} failed: {error!r}", file=sys.stderr)
+                rows.append({"server": target.name, "failed": repr(error)[:200]})
         if not args.no_workers:
             rows.append(two_workers(redis.url, args.smoke, generator))
     finally:
@@ -458,6 +490,7 @@ def table(rows: list[dict[str, t.Any]]) -> str:
     flask-eventstream's memory backend from the same run.
     """
     servers = [row for row in rows if "S1_kb_1000" in row]
+    failed = [row for row in rows if "failed" in row]
     base = next((r for r in servers if r["server"].endswith("memory")), servers[0])
 
     def ratio(value: float, reference: float) -> str:
@@ -481,6 +514,8 @@ def table(rows: list[dict[str, t.Any]]) -> str:
             f" | {s2['lost']:,} | {s3['p99_ms']}"
             f" ({ratio(s3['p99_ms'], base['S3']['p99_ms'])}) | {s3['lost']:,} |"
         )
+    for row in failed:
+        lines.append(f"| {row['server']} | failed: {row['failed']} | | | | | |")
     for row in rows:
         if "ratio" in row:
             lines.append("")

@@ -139,6 +139,9 @@ class _State:
         self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
         self.direct_writes = bool(config["EVENTSTREAM_DIRECT_WRITES"])
         self.bus = Bus()
+        #: Called with this worker's figures every few seconds while it holds
+        #: streams (see Monitor.report): the Prometheus exporter's sync.
+        self.reporters: list[t.Callable[[dict[str, t.Any]], None]] = []
         ttl = config["EVENTSTREAM_HISTORY_TTL"]
         if ttl is not None:
             ttl = _positive(config, "EVENTSTREAM_HISTORY_TTL", float)

@@ -66,3 +66,11 @@ def worker_abort(worker: t.Any) -> None:
         " they reconnect.",
         worker.pid,
     )
+
+
+def child_exit(server: t.Any, worker: t.Any) -> None:
+    """Drop a gone worker's live gauges (Prometheus multiprocess mode)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -123,10 +123,14 @@ class Monitor:
             "channels": state.bus.subscribers(),
             "counters": dict(state.counters),
         }
-        try:
-            state.backend.report(worker_name(), figures, REPORT_TTL)
-        except Exception as error:  # a report is best effort, never fatal
-            state.logger.debug("Could not report this worker's figures: %s", error)
+        for reporter in (self._to_backend, *state.reporters):
+            try:
+                reporter(figures)
+            except Exception as error:  # a report is best effort, never fatal
+                state.logger.debug("Could not report this worker's figures: %s", error)
+
+    def _to_backend(self, figures: dict[str, t.Any]) -> None:
+        self._state.backend.report(worker_name(), figures, REPORT_TTL)
 
     def check(self, now: float) -> None:
         """End the streams past their lifetime, and those whose write is

@@ -28,6 +28,9 @@ event_published = _signals.signal("event-published")
 client_connected = _signals.signal("client-connected")
 
 #: Sent when a subscription ends. Sender: the app. Keyword arguments:
-#: ``subscription``, ``reason`` (``"closed"``: the client left or the stream
-#: ended; ``"overflow"``: its queue filled; ``"shutdown"``, ``"channel-closed"``).
+#: ``subscription``, ``reason``: ``"closed"`` (the client left or the stream
+#: ended), ``"overflow"`` (its queue filled), ``"revoked"``
+#: (:meth:`~flask_eventstream.EventStream.close_channel`), ``"shutdown"`` (the
+#: worker is stopping), ``"lifetime"`` (``EVENTSTREAM_MAX_LIFETIME``) or
+#: ``"unavailable"`` (the backend could not be reached).
 client_disconnected = _signals.signal("client-disconnected")

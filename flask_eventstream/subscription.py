@@ -182,7 +182,7 @@ class Subscription:
 
     # -- delivery ---------------------------------------------------------
 
-    def _receive(self, channel: str, *, record: Record) -> None:
+    def _receive(self, channel: str, record: Record) -> None:
         # Runs inside publish (memory) or the backend's listener (Redis): it
         # must never raise and never wait.
         if self._closed is not None:

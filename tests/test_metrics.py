@@ -1,0 +1,97 @@
+"""The opt-in Prometheus exporter, in one process and across gunicorn workers."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from clients import RawStream
+from conftest import add_views
+from conftest import RedisServer
+from conftest import Server
+from flask import Flask
+from prometheus_client import CollectorRegistry
+from prometheus_client import generate_latest
+from test_redis import redis_config
+
+from flask_eventstream import EventStream
+from flask_eventstream.metrics import PrometheusMetrics
+from flask_eventstream.testing import iter_events
+
+
+def sample(text: str, name: str) -> float | None:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else None
+
+
+def test_one_process_reads_the_figures_at_each_scrape(
+    app: Flask, events: EventStream
+) -> None:
+    registry = CollectorRegistry()
+    PrometheusMetrics(events, app, registry=registry)
+    client = add_views(app, events)
+    with client.get("/sub/watched", buffered=False) as rv:
+        got = iter_events(rv, timeout=5)
+        with app.app_context():
+            for n in range(3):
+                events.publish("watched", str(n))
+        assert [next(got).data for _ in range(3)] == ["0", "1", "2"]
+        text = generate_latest(registry).decode()
+        assert sample(text, "eventstream_connections") == 1
+        assert sample(text, 'eventstream_channel_subscribers{channel="watched"}') == 1
+        assert sample(text, "eventstream_published_total") == 3
+        assert sample(text, "eventstream_delivered_total") == 3
+    assert sample(generate_latest(registry).decode(), "eventstream_refused_total") == 0
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(90)
+def test_multiprocess_mode_sums_the_workers(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Redis: an event published on one worker reaches the other's clients.
+    server = Server("gevent", workers=2, config=redis_config(redis_server))
+    server.env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), TEST_METRICS="1")
+    server.extra = ["-c", "python:flask_eventstream.gunicorn"]
+    server.start()
+    streams: list[RawStream] = []
+    try:
+        pids = set()
+        for _ in range(10):
+            stream = RawStream(server.url, "/stream/scraped")
+            stream.open()
+            streams.append(stream)
+            pids.add(stream.headers["x-worker-pid"])
+        assert len(pids) == 2, "the streams all landed on one worker"
+        server.publish("scraped", "x", count=4)
+        # Each worker writes its figures every two seconds while it has streams.
+        deadline = time.monotonic() + 20
+        while True:
+            text = httpx.get(server.url + "/metrics", timeout=5).text
+            wanted = {
+                "eventstream_connections": 10,
+                'eventstream_channel_subscribers{channel="scraped"}': 10,
+                "eventstream_published_total": 4,
+                "eventstream_delivered_total": 40,
+            }
+            found = {name: sample(text, name) for name in wanted}
+            if found == wanted:
+                break
+            assert time.monotonic() < deadline, (found, text)
+            time.sleep(0.5)
+        for stream in streams:
+            stream.close()
+        streams.clear()
+        # Gone clients are noticed at the next heartbeat; then the gauges drop.
+        deadline = time.monotonic() + 20
+        while sample(httpx.get(server.url + "/metrics", timeout=5).text,
+                     "eventstream_connections") != 0:  # fmt: skip
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()
