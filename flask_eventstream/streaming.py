@@ -145,14 +145,13 @@ def respond(
             # any other status, and this must be a pause, not the end.
             pause = options.opening(None) + b": the backend is unavailable\n"
             return sse_response([pause], state, headers)
-        writer: list[DirectWriter] = []
-        gen = _subscription_body(rv, options, records, announce, writer)
+        gen = _subscription_body(rv, options, records, announce)
         body = Body(gen, rv.close, state, name=repr(rv), retry=options.retry)
         rv._on_drop = body.cut
         if state.direct_writes:
-            found = DirectWriter.find(request.environ, body)
-            if found is not None:
-                writer.append(found)
+            # Used only once the stream waits, so after the head and the
+            # opening are written: the publisher's writes come after them.
+            rv._writer = DirectWriter.find(request.environ, body)
     elif isinstance(rv, (str, bytes, dict)) or not hasattr(rv, "__iter__"):
         raise TypeError(
             "A view decorated with @stream must return a Subscription, an"
@@ -372,7 +371,6 @@ def _subscription_body(
     options: _Options,
     records: list[Record],
     announce: str | None,
-    writer: list[DirectWriter],
 ) -> t.Generator[bytes, None, None]:
     state = sub._state
     heartbeat = options.heartbeat
@@ -385,9 +383,7 @@ def _subscription_body(
             yield from replay
         else:
             yield chunk
-        # Only now: the server has written the head and everything above,
-        # so the publisher's writes come after them.
-        direct = sub._writer = writer[0] if writer else None
+        direct = sub._writer
         last_write = time.monotonic()
         while True:
             remaining = last_write + heartbeat - time.monotonic()
