@@ -48,23 +48,24 @@ def browser() -> t.Iterator[Browser]:
         browser.close()
 
 
-def new_page(browser: Browser) -> Page:
-    page = browser.new_page(viewport={"width": 800, "height": 420})
+def new_page(browser: Browser, url: str) -> Page:
+    """Open ``url`` in a context of its own (its own cookies: a user each)."""
+    context = browser.new_context(viewport={"width": 800, "height": 420})
+    page = context.new_page()
     page.set_default_timeout(15_000)
+    page.goto(url)
     return page
 
 
 def test_dashboard_draws_points_as_they_arrive(browser: Browser) -> None:
     server = example("dashboard", {"DASHBOARD_INTERVAL": "0.2"})
     try:
-        first = new_page(browser)
-        first.goto(server.url + "/")
+        first = new_page(browser, server.url + "/")
         first.wait_for_selector("#status:text-is('live')")
         first.wait_for_function("window.received >= 10")
         # A page opened later starts with the points so far, then goes on
         # from there: its ids never repeat and have no gap.
-        second = new_page(browser)
-        second.goto(server.url + "/")
+        second = new_page(browser, server.url + "/")
         second.wait_for_function("window.received >= 3")
         ids = second.evaluate("points.map((p) => p.id)")
         assert len(ids) >= 13
@@ -77,8 +78,8 @@ def test_dashboard_draws_points_as_they_arrive(browser: Browser) -> None:
         )
         assert len(drawn) == min(len(second.evaluate("points")), 60)
         second.screenshot(path=str(SCREENSHOTS / "dashboard.png"))
-        first.close()
-        second.close()
+        first.context.close()
+        second.context.close()
         # And from a terminal: flask eventstream tail on the running example.
         tail = subprocess.run(
             [sys.executable, "-m", "flask", "--app", "app", "eventstream", "tail",
@@ -96,8 +97,7 @@ def test_dashboard_draws_points_as_they_arrive(browser: Browser) -> None:
 def test_progress_bar_follows_the_job(browser: Browser) -> None:
     server = example("progress", {"PROGRESS_STEP_SECONDS": "0.1"})
     try:
-        page = new_page(browser)
-        page.goto(server.url + "/")
+        page = new_page(browser, server.url + "/")
         page.click("#start")
         page.wait_for_function("window.steps.length >= 10")
         page.screenshot(path=str(SCREENSHOTS / "progress.png"))
@@ -109,7 +109,7 @@ def test_progress_bar_follows_the_job(browser: Browser) -> None:
         assert "finished" in (page.text_content("#label") or "")
         width = page.evaluate("document.getElementById('fill').style.width")
         assert width == "100%"
-        page.close()
+        page.context.close()
     finally:
         server.stop()
 
@@ -124,14 +124,9 @@ def test_chat_room_across_four_workers(browser: Browser, redis_server: t.Any) ->
         workers=4,
     )  # fmt: skip
     try:
-        contexts = [browser.new_context() for _ in range(3)]
-        pages = []
-        for context in contexts:
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(server.url + "/")
+        pages = [new_page(browser, server.url + "/") for _ in range(3)]
+        for page in pages:
             page.wait_for_function("document.body.dataset.live === 'yes'")
-            pages.append(page)
         said = []
         for n, page in enumerate(pages):
             page.fill("#name", f"user{n}")
@@ -146,8 +141,8 @@ def test_chat_room_across_four_workers(browser: Browser, redis_server: t.Any) ->
             assert page.evaluate("window.messages") == said
             # Shown as text, never as markup.
             assert page.locator("#log b").count() == len(said)
-        for context in contexts:
-            context.close()
+        for page in pages:
+            page.context.close()
     finally:
         server.stop()
 
@@ -157,10 +152,7 @@ def test_notifications_reach_only_their_user(browser: Browser) -> None:
     try:
         pages = {}
         for user in ("alice", "bob"):
-            context = browser.new_context()
-            page = context.new_page()
-            page.set_default_timeout(15_000)
-            page.goto(server.url + "/")
+            page = new_page(browser, server.url + "/")
             page.fill("input[name=name]", user)
             page.click("#login")
             page.wait_for_function("document.body.dataset.live === 'yes'")

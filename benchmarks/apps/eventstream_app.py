@@ -13,6 +13,7 @@ import time
 
 from flask import Flask
 from flask import request
+from pacing import paced
 
 from flask_eventstream import EventStream
 from flask_eventstream import stream
@@ -33,10 +34,7 @@ def publish() -> object:
     count = int(request.args["count"])
     rate = float(request.args.get("rate", 0))
     start = time.monotonic()
-    for n in range(count):
-        if rate:
-            delay = start + n / rate - time.monotonic()
-            time.sleep(max(delay, 0))
+    for _ in paced(count, rate):
         events.publish("bench", str(time.time_ns() // 1000))
         if not rate:
             time.sleep(0)
