@@ -39,6 +39,8 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 from conftest import free_port  # noqa: E402
 from conftest import RedisServer  # noqa: E402
 
+from flask_eventstream.backends.redis import RedisBackend  # noqa: E402
+
 
 def build_load_generator(target: Path) -> Path:
     gcc = shutil.which("gcc") or shutil.which("cc")
@@ -165,8 +167,11 @@ def more_files() -> None:
 
 
 def gunicorn(python: str, app: str, workers: int = 1) -> list[str]:
+    # --reuse-port: each worker listens on its own socket and the kernel
+    # spreads connections evenly (with one shared socket, whichever worker
+    # wakes first takes most of a burst of streams).
     return [python, "-m", "gunicorn", "-k", "gevent", "-w", str(workers),
-            "--worker-connections", "12000", "--backlog", "4096",
+            "--worker-connections", "12000", "--backlog", "4096", "--reuse-port",
             "-b", "127.0.0.1:{port}", "--log-level", "warning", app]  # fmt: skip
 
 
@@ -204,6 +209,43 @@ class FlaskSse(Target):
             if time.monotonic() > deadline:
                 raise RuntimeError("flask-sse's streams did not all subscribe")
             time.sleep(0.1)
+
+
+class Workers(Target):
+    """flask-eventstream on Redis with several workers: their streams are
+    counted in the figures each worker's monitor reports to Redis.
+    """
+
+    def __init__(self, name: str, workers: int, redis_url: str, smoke: bool) -> None:
+        env = {"FLASK_EVENTSTREAM_BACKEND": redis_url}
+        if smoke:
+            env["FLASK_EVENTSTREAM_HEARTBEAT"] = "0.5"
+        command = gunicorn(sys.executable, APP, workers)
+        super().__init__(name, command, env=env, cores="0,1")
+        self.workers = workers
+        self.backend = RedisBackend(redis_url, 1)
+        #: Streams held by each worker once all were subscribed.
+        self.split: list[int] = []
+
+    def streams(self) -> list[int]:
+        """The streams each worker holds, as it last reported (every 2 s)."""
+        return sorted(report["connections"] for report in self.backend.reports())
+
+    def wait_subscribed(self, clients: int) -> None:
+        deadline = time.monotonic() + 60
+        while sum(split := self.streams()) != clients:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers report {split} streams")
+            time.sleep(0.2)
+        self.split = [count for count in split if count]
+
+    def wait_idle(self) -> None:
+        # A worker's /stats counts its own streams only.
+        deadline = time.monotonic() + 60
+        while sum(self.streams()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} still holds closed connections")
+            time.sleep(0.5)
 
 
 class Uvicorn(Target):
@@ -345,6 +387,42 @@ def deliveries(
     return found
 
 
+def publish_cost(target: Target, count: int) -> float:
+    """Microseconds per publish to a channel no one subscribes to: the best
+    of three rounds of ``count``, timed inside the server.
+    """
+    rounds = []
+    for _ in range(3):
+        url = f"{target.url}/publish?count={count}&channel=alone"
+        response = httpx.post(url, timeout=300)
+        response.raise_for_status()
+        rounds.append(response.json()["seconds"] / count * 1e6)
+    return round(min(rounds), 2)
+
+
+def s4(generator: Path, target: Target, smoke: bool) -> dict[str, float]:
+    """Publish cost: alone; after 10,000 other channels got an event (and
+    history); with 9,000 idle streams on as many other channels; with 9,000
+    on one other channel. It should not grow.
+    """
+    channels, clients, count = (100, 100, 200) if smoke else (10000, 9000, 5000)
+    cost = {"alone": publish_cost(target, count)}
+    url = f"{target.url}/publish?count={channels}&channel=other&spread=1"
+    httpx.post(url, timeout=300).raise_for_status()
+    cost["channels"] = publish_cost(target, count)
+    for path, key in (("/sub/unique", "streams_apart"), ("/sub/bench", "streams_one")):
+        target.path = path
+        proc = load(generator, target, clients, 0, 600)
+        cost[key] = publish_cost(target, count)
+        assert proc.stdin is not None
+        proc.stdin.write("stop\n")
+        proc.stdin.flush()
+        result(proc)
+        target.wait_idle()
+    target.path = "/sub/bench"
+    return cost
+
+
 def run(target: Target, smoke: bool, generator: Path) -> dict[str, t.Any]:
     n = 100 if smoke else 1000
     row: dict[str, t.Any] = {"server": target.name}
@@ -359,6 +437,8 @@ def run(target: Target, smoke: bool, generator: Path) -> dict[str, t.Any]:
                                slack=slack)  # fmt: skip
         row["S3"] = deliveries(generator, target, n, 20 if smoke else 1000, 50,
                                slack=10 if smoke else 30)  # fmt: skip
+        if target.name.startswith("flask-eventstream"):
+            row["S4"] = s4(generator, target, smoke)
     finally:
         target.stop()
     print(json.dumps(row), flush=True)
@@ -372,23 +452,14 @@ def two_workers(redis_url: str, smoke: bool, generator: Path) -> dict[str, t.Any
     n, events = (100, 50) if smoke else (1000, 2000)
     row: dict[str, t.Any] = {"server": "flask-eventstream, Redis, S2 by workers"}
     for workers in (1, 2):
-        env = {"FLASK_EVENTSTREAM_BACKEND": redis_url}
-        if smoke:
-            env["FLASK_EVENTSTREAM_HEARTBEAT"] = "0.5"
-        target = Target(
-            f"{workers} workers",
-            gunicorn(sys.executable, APP, workers),
-            env=env,
-            cores="0,1",
-        ).start()
+        target = Workers(f"{workers} workers", workers, redis_url, smoke).start()
         try:
             if workers == 2:  # both workers up: each answers a publish
                 pids = {httpx.get(target.url + "/pid", timeout=5).text
                         for _ in range(40)}  # fmt: skip
                 assert len(pids) == 2, pids
-            row[f"S2_w{workers}"] = deliveries(
-                generator, target, n, events, 0, core="0,1", slack=60
-            )
+            found = deliveries(generator, target, n, events, 0, core="0,1", slack=60)
+            row[f"S2_w{workers}"] = {**found, "split": target.split}
         finally:
             target.stop()
     row["ratio"] = row["S2_w2"]["deliveries_per_s"] / row["S2_w1"]["deliveries_per_s"]

@@ -17,10 +17,10 @@ import typing as t
 
 from blinker import Signal
 
-from .backends.base import Record
+from .backends.base import Run
 
-#: What a subscription connects: called with the channel and the record.
-Receiver = t.Callable[[str, Record], None]
+#: What a subscription connects: called with each run of the channel's events.
+Receiver = t.Callable[[Run], None]
 
 
 class Bus:
@@ -31,9 +31,8 @@ class Bus:
         # see each other's channels.
         self._signals: dict[str, Signal] = {}
 
-    def deliver(self, record: Record) -> None:
-        channel = record.channel
-        signal = self._signals.get(channel)
+    def deliver(self, run: Run) -> None:
+        signal = self._signals.get(run.channel)
         if signal is not None:
             # Not signal.send, which checks every receiver for a coroutine
             # function (a fifth of a fan-out's cost) and looks each one up
@@ -41,7 +40,7 @@ class Bus:
             # the copy lets one disconnect itself (an overflow) meanwhile.
             receivers = t.cast("list[Receiver]", list(signal.receivers.values()))
             for receiver in receivers:
-                receiver(channel, record)
+                receiver(run)
 
     def connect(self, channel: str, receiver: Receiver) -> None:
         """Connect ``receiver`` to ``channel``."""

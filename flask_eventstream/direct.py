@@ -23,9 +23,8 @@ import sys
 import time
 import typing as t
 
-from .event import Event
-
 if t.TYPE_CHECKING:
+    from .backends.base import Run
     from .streaming import Body
 
 #: Where :func:`capture_start_response` keeps the server's ``start_response``.
@@ -85,13 +84,13 @@ class DirectWriter:
             return None
         return cls(response, body)
 
-    def send(self, event: Event) -> bool:
-        """Write ``event``; return whether it was taken, wholly or in part
-        (the rest is then :attr:`pending`). ``False`` leaves it to the stream:
-        the socket's buffer is full, or the client is gone.
+    def send(self, run: Run) -> bool:
+        """Write the events of ``run``; return whether they were taken,
+        wholly or in part (the rest is then :attr:`pending`). ``False`` leaves
+        them to the stream: the socket's buffer is full, or the client is gone.
         """
         # Read each time: gunicorn decides when the view has returned.
-        data = event.encode_chunk() if self._response.chunked else event.encode()
+        data = run.encode_chunk() if self._response.chunked else run.encode()
         try:
             sent: int = self._raw.send(data)
         except OSError:

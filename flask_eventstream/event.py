@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Event"]
+__all__ = ["Event", "frame_chunk"]
 
 #: Any of the three line breaks the standard accepts splits a data field.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -27,6 +27,13 @@ def _check_field(name: str, value: str, *, nul: bool = False) -> None:
             f"Event {name} must not contain a NUL character: {value!r}."
             " Browsers ignore an id that contains one."
         )
+
+
+def frame_chunk(data: bytes) -> bytes:
+    """Return ``data`` framed as one HTTP/1.1 chunk, size in upper-case hex as
+    gunicorn writes it.
+    """
+    return b"%X\r\n%b\r\n" % (len(data), data)
 
 
 class Event:
@@ -122,8 +129,7 @@ class Event:
         """
         chunk = self._chunk
         if chunk is None:
-            encoded = self.encode()
-            chunk = self._chunk = b"%X\r\n%b\r\n" % (len(encoded), encoded)
+            chunk = self._chunk = frame_chunk(self.encode())
         return chunk
 
     def _build(self) -> str:

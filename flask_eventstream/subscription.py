@@ -21,6 +21,7 @@ from .backends.base import format_id
 from .backends.base import Key
 from .backends.base import parse_id
 from .backends.base import Record
+from .backends.base import Run
 from .event import Event
 
 if t.TYPE_CHECKING:
@@ -124,7 +125,9 @@ class Subscription:
         backend = state.backend
         cursor = self.last_event_id
         if cursor is None:
-            self._high = backend.head()
+            # A poll is on no bus: it starts at the newest id of all.
+            attached = self._attached
+            self._high = backend.head_for(self.channels) if attached else backend.head()
             return [], format_id(self._high)
         try:
             after = parse_id(cursor)
@@ -182,21 +185,22 @@ class Subscription:
 
     # -- delivery ---------------------------------------------------------
 
-    def _receive(self, channel: str, record: Record) -> None:
+    def _receive(self, run: Run) -> None:
         # Runs inside publish (memory) or the backend's listener (Redis): it
         # must never raise and never wait.
         if self._closed is not None:
             return
         if self._armed:
-            # The stream waits with nothing queued or pending: write the event
+            # The stream waits with nothing queued or pending: write the events
             # from here, with no wake-up (see the direct module).
-            if record.key <= self._high:
+            fresh = run.after(self._high)
+            if fresh is None:
                 return  # already sent
             writer = self._writer
             assert writer is not None
-            if writer.send(record.event):
-                self._high = record.key
-                self._state.counters["delivered"] += 1
+            if writer.send(fresh):
+                self._high = fresh.last
+                self._state.counters["delivered"] += len(fresh.records)
                 if writer.pending is None:
                     return
                 self._armed = False  # the rest first, then whatever comes
@@ -204,21 +208,21 @@ class Subscription:
                 return
             self._armed = False
         queue = self._queue
-        if len(queue) >= self._state.queue_size:
+        if len(queue) + len(run.records) > self._state.queue_size:
             self._closed = "overflow"
             self._state.count("dropped")
             self._state.logger.warning(
                 "Dropped %s (overflow): %d events queued and unread; the client resumes"
                 " from history when it reconnects.",
                 self,
-                len(queue),
+                len(queue) + len(run.records),
             )
             queue.clear()  # free the memory now, not when the writer wakes
             self._detach()
             if self._on_drop is not None:
                 self._on_drop()
         else:
-            queue.append(record)
+            queue.extend(run.records)
         self._wake.set()
 
     def wait(self, timeout: float) -> list[Record] | None:

@@ -15,6 +15,7 @@ from flask_eventstream.backends import Backend
 from flask_eventstream.backends import CursorProblem
 from flask_eventstream.backends import MemoryBackend
 from flask_eventstream.backends import Record
+from flask_eventstream.backends import Run
 from flask_eventstream.backends.base import format_id
 
 
@@ -25,9 +26,9 @@ class Collector:
         self.records: list[Record] = []
         self._changed = threading.Condition()
 
-    def __call__(self, record: Record) -> None:
+    def __call__(self, run: Run) -> None:
         with self._changed:
-            self.records.append(record)
+            self.records.extend(run.records)
             self._changed.notify_all()
 
     def wait(self, count: int, timeout: float = 10.0) -> list[Record]:
@@ -247,3 +248,20 @@ def test_redis_listen_waits_while_another_subscriber_sets_the_channel_up(
         gate.set()
         first.join(5)
         backend.close()
+
+
+def test_a_run_shares_its_bytes_and_drops_what_a_client_has() -> None:
+    records = [Record("c", (7, n), Event(f"e{n}", id=f"7-{n}")) for n in range(3)]
+    run = Run("c", records)
+    wire = b"".join(record.event.encode() for record in records)
+    assert run.encode() == wire
+    assert run.encode_chunk() == b"%X\r\n%b\r\n" % (len(wire), wire)
+    assert run.encode_chunk() is run.encode_chunk()  # built once for every client
+    assert run.after((6, 99)) is run
+    assert run.after((7, 2)) is None
+    later = run.after((7, 0))
+    assert later is not None
+    assert later.records == records[1:]
+    assert later.encode() == records[1].event.encode() + records[2].event.encode()
+    single = Run("c", records[:1])
+    assert single.encode_chunk() is records[0].event.encode_chunk()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import socket
 import typing as t
+import uuid
 
 import pytest
 from clients import RawStream
+from conftest import RedisServer
 from conftest import Server
 
 from flask_eventstream import Event
+from flask_eventstream.backends.redis import _APPEND
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["direct", "off"])
@@ -128,3 +131,32 @@ def test_a_write_taken_in_part_is_finished_first(server: Server, version: str) -
         raw.sock.close()
     counters = server.stats()["counters"]
     assert counters["dropped"] == 0
+
+
+@pytest.mark.redis
+def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
+    redis_server: RedisServer,
+) -> None:
+    """Events stored in one transaction reach the worker in one XREAD reply:
+    a waiting client gets them as one run, in one chunk, bytes shared.
+    """
+    prefix = f"burst-{uuid.uuid4().hex[:8]}:"
+    config = {"BACKEND": redis_server.url, "REDIS_PREFIX": prefix, "HEARTBEAT": 60}
+    server = Server("gevent", config=config).start()
+    try:
+        raw = Raw(server, "/stream/burst", "1.1")
+        raw.skip_opening()
+        server.wait_for(lambda stats: stats["channels"].get("burst") == 1)
+        client = redis_server.client()
+        append = client.register_script(_APPEND)
+        keys = [f"{prefix}stream:burst", f"{prefix}last-id"]
+        with client.pipeline(transaction=True) as pipe:
+            for n in range(5):
+                append(keys=keys, args=[100, 0, "", f"b{n}\nsecond line"], client=pipe)
+            ids = [raw_id.decode() for raw_id in pipe.execute()]
+        events = [Event(f"b{n}\nsecond line", id=i).encode() for n, i in enumerate(ids)]
+        expected = chunk(b"".join(events))
+        assert raw.read(len(expected)) == expected
+        raw.sock.close()
+    finally:
+        server.stop()

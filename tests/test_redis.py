@@ -18,6 +18,8 @@ from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
 
+from flask_eventstream import Event
+
 pytestmark = pytest.mark.redis
 
 
@@ -192,3 +194,72 @@ def test_redis_connections_do_not_grow_with_clients(clients: int) -> None:
     finally:
         server.stop()
         redis.stop()
+
+
+def test_cursorless_clients_start_where_the_listener_is(
+    redis_server: RedisServer,
+) -> None:
+    """Clients without a cursor, on a channel the worker already listens to,
+    start at its listener's position: no Redis round trip each (thousands
+    connect at once after a deploy), and no gap after it.
+    """
+    server = Server("gevent", config=redis_config(redis_server)).start()
+    client = redis_server.client()
+
+    def gets() -> int:
+        return int(client.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+    try:
+        first = RawStream(server.url, "/stream/start")
+        assert first.open() == []
+        server.wait_for(lambda stats: stats["channels"].get("start") == 1)
+        (one,) = server.publish("start", "one")
+        assert first.events(1) == [Event("one", id=one)]
+        before = gets()
+        later = [RawStream(server.url, "/stream/start") for _ in range(20)]
+        for stream in later:
+            stream.read_head()
+            assert stream.read_body() == f"retry: 500\nid: {one}\n\n".encode()
+        assert gets() == before
+        (two,) = server.publish("start", "two")
+        for stream in [first, *later]:
+            assert stream.events(1) == [Event("two", id=two)]
+            stream.close()
+    finally:
+        server.stop()
+
+
+def test_a_burst_of_clients_on_their_own_channels_share_redis_round_trips(
+    redis_server: RedisServer,
+) -> None:
+    """400 clients, each on a channel of its own (one per user, say), all at
+    once: every stream opens, and the worker's few Redis connections are not
+    asked for a GET and a CLIENT UNBLOCK per channel.
+    """
+    server = Server("gevent", config=redis_config(redis_server)).start()
+    client = redis_server.client()
+
+    def calls(command: str) -> int:
+        stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+        return int(stats.get("calls", 0))
+
+    clients = 400
+    streams: list[RawStream] = []
+    try:
+        before = calls("get"), calls("client|unblock")
+        for n in range(clients):
+            streams.append(RawStream(server.url, f"/stream/own-{n}"))
+        for stream in streams:
+            assert stream.open() == []
+            assert stream.status == 200
+        server.wait_for(lambda stats: stats["connections"] == clients)
+        gets = calls("get") - before[0]
+        unblocks = calls("client|unblock") - before[1]
+        assert gets < clients / 2, gets
+        assert unblocks < clients / 2, unblocks
+        (sent,) = server.publish("own-399", "last")
+        assert streams[-1].events(1) == [Event("last", id=sent)]
+    finally:
+        for stream in streams:
+            stream.close()
+        server.stop()

@@ -4,10 +4,15 @@
 one's data the time it is sent (microseconds, the load generator's clock),
 R per second or, with R = 0, as fast as the worker goes: it yields to the
 writers after each publish, as a publisher in a request greenlet would.
+``&channel=C`` publishes to C instead of ``bench``; ``&spread=1`` to
+``C-0``, ``C-1``, ... one event each.
+
+``GET /sub/unique`` subscribes each stream to a channel of its own.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -21,11 +26,14 @@ from flask_eventstream import stream
 app = Flask(__name__)
 app.config.from_prefixed_env()
 events = EventStream(app)
+_unique = itertools.count()
 
 
 @app.get("/sub/<channel>")
 @stream
 def sub(channel: str) -> object:
+    if channel == "unique":
+        channel = f"unique-{next(_unique)}"
     return events.subscribe(channel)
 
 
@@ -33,9 +41,12 @@ def sub(channel: str) -> object:
 def publish() -> object:
     count = int(request.args["count"])
     rate = float(request.args.get("rate", 0))
+    channel = request.args.get("channel", "bench")
+    spread = request.args.get("spread") == "1"
     start = time.monotonic()
-    for _ in paced(count, rate):
-        events.publish("bench", str(time.time_ns() // 1000))
+    for n in paced(count, rate):
+        name = f"{channel}-{n}" if spread else channel
+        events.publish(name, str(time.time_ns() // 1000))
         if not rate:
             time.sleep(0)
     return {"published": count, "seconds": time.monotonic() - start}

@@ -9,9 +9,17 @@ from __future__ import annotations
 from .base import Backend
 from .base import CursorProblem
 from .base import Record
+from .base import Run
 from .memory import MemoryBackend
 
-__all__ = ["Backend", "CursorProblem", "MemoryBackend", "Record", "create_backend"]
+__all__ = [
+    "Backend",
+    "CursorProblem",
+    "MemoryBackend",
+    "Record",
+    "Run",
+    "create_backend",
+]
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -18,6 +18,7 @@ from abc import ABC
 from abc import abstractmethod
 
 from ..event import Event
+from ..event import frame_chunk
 
 #: An id in comparable form: ``(milliseconds, sequence)``.
 Key = tuple[int, int]
@@ -63,6 +64,58 @@ class Record:
         return f"Record({self.channel!r}, {format_id(self.key)!r}, {self.event!r})"
 
 
+class Run:
+    """Consecutive records of one channel, in id order, delivered together.
+
+    A backend that receives several events at once (the Redis listener, under
+    a burst) hands them to the worker's clients as one run: a client waiting
+    with nothing queued gets them in one write, and the joined bytes are built
+    once for all clients.
+    """
+
+    __slots__ = ("channel", "records", "first", "last", "_encoded", "_chunk")
+
+    def __init__(self, channel: str, records: t.Sequence[Record]) -> None:
+        self.channel = channel
+        self.records = records
+        #: The keys of the first and the last record.
+        self.first = records[0].key
+        self.last = records[-1].key
+        self._encoded: bytes | None = None
+        self._chunk: bytes | None = None
+
+    def encode(self) -> bytes:
+        """Return the bytes of every event of the run, one after the other."""
+        if len(self.records) == 1:
+            return self.records[0].event.encode()
+        encoded = self._encoded
+        if encoded is None:
+            encoded = self._encoded = b"".join(
+                record.event.encode() for record in self.records
+            )
+        return encoded
+
+    def encode_chunk(self) -> bytes:
+        """Return :meth:`encode` framed as one HTTP/1.1 chunk."""
+        if len(self.records) == 1:
+            return self.records[0].event.encode_chunk()
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = frame_chunk(self.encode())
+        return chunk
+
+    def after(self, key: Key) -> Run | None:
+        """Return the run of the records after ``key``, or ``None`` if none is."""
+        if self.first > key:
+            return self
+        if self.last <= key:
+            return None
+        return Run(self.channel, [r for r in self.records if r.key > key])
+
+    def __repr__(self) -> str:
+        return f"Run({self.channel!r}, {len(self.records)} records)"
+
+
 class CursorProblem(Exception):
     """A cursor that cannot be resumed from; ``reason`` says why.
 
@@ -77,8 +130,8 @@ class CursorProblem(Exception):
         self.detail = detail
 
 
-#: Called by a backend for every event that reaches this worker.
-Deliver = t.Callable[[Record], None]
+#: Called by a backend with the events that reach this worker, a run at a time.
+Deliver = t.Callable[[Run], None]
 #: Called by a backend when a channel's streams must end on this worker.
 Revoke = t.Callable[[str], None]
 
@@ -87,7 +140,8 @@ class Backend(ABC):
     """Stores events with ids and history, and delivers them to this worker.
 
     The extension sets :attr:`deliver` before the first publish; a backend
-    calls it once for every event that reaches this worker, in id order. It
+    calls it with every event that reaches this worker, in id order, in runs
+    of one or more events of one channel. It
     calls :attr:`revoke` on every worker for each :meth:`close_channel`.
     """
 
@@ -110,6 +164,13 @@ class Backend(ABC):
         """Return the newest id assigned, on any channel (a cursor that
         resumes with the next event).
         """
+
+    def head_for(self, channels: t.Sequence[str]) -> Key:
+        """Return the cursor a new subscriber to ``channels`` starts from:
+        every later event reaches it live, none before. It is on the bus and
+        :meth:`listen` was called for each channel.
+        """
+        return self.head()
 
     @abstractmethod
     def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:

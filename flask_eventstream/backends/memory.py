@@ -18,6 +18,7 @@ from .base import format_id
 from .base import Key
 from .base import now_ms
 from .base import Record
+from .base import Run
 
 
 class _Channel:
@@ -77,7 +78,7 @@ class MemoryBackend(Backend):
             if len(events) == events.maxlen and events:
                 history.trimmed = events[0].key
             events.append(record)
-            self.deliver(record)
+            self.deliver(Run(channel, (record,)))
         return record
 
     def head(self) -> Key:

@@ -30,6 +30,7 @@ from .base import Key
 from .base import now_ms
 from .base import parse_id
 from .base import Record
+from .base import Run
 
 try:
     import redis
@@ -126,6 +127,12 @@ class RedisBackend(Backend):
         self._listener_id: int | None = None
         self._stopped = False
         self._wake = threading.Event()
+        #: The head read that callers of head() are waiting for.
+        self._asking: _HeadRead | None = None
+        self._head_gate = threading.Lock()
+        #: A CLIENT UNBLOCK is on its way: the listener's next XREAD will
+        #: include every stream added before it.
+        self._unblocking = False
 
     def _key(self, channel: str) -> str:
         return f"{self.prefix}stream:{channel}"
@@ -161,11 +168,41 @@ class RedisBackend(Backend):
             ) from error
 
     def head(self) -> Key:
-        try:
-            raw = self.redis.get(self._last_key)
-        except redis.RedisError as error:
-            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
-        return _key_of(raw)
+        # Thousands of clients may connect at once (after a deploy), more
+        # than a small pool serves one GET each within its timeout. Callers
+        # wait together for the next GET, sent after each of them arrived,
+        # so its answer is as fresh as a GET of their own.
+        with self._lock:
+            ask = self._asking
+            if ask is None:
+                ask = self._asking = _HeadRead()
+        with self._head_gate:  # one GET at a time
+            if not ask.done:
+                with self._lock:
+                    if self._asking is ask:
+                        self._asking = None  # later callers wait for the next
+                try:
+                    ask.key = _key_of(self.redis.get(self._last_key))
+                except redis.RedisError as error:
+                    ask.error = BackendUnavailable(f"Redis is unavailable: {error}")
+                ask.done = True
+        if ask.error is not None:
+            raise ask.error
+        return ask.key
+
+    def head_for(self, channels: t.Sequence[str]) -> Key:
+        # The listener's cursor of a channel is where its live events begin
+        # for this worker: no round trip, which matters when thousands of
+        # clients connect at once. Not for a quiet channel's old cursor when
+        # history expires: resuming from it could look like expired history.
+        if len(channels) == 1:
+            with self._lock:
+                cursor = self._cursors.get(self._key(channels[0]).encode())
+            if cursor is not None:
+                key = _key_of(cursor)
+                if not self.ttl or key[0] > now_ms() - self.ttl * 500:
+                    return key
+        return self.head()
 
     def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
         start = "(" + format_id(after)
@@ -247,11 +284,14 @@ class RedisBackend(Backend):
             ready.set()
         self._wake.set()
         listener_id = self._listener_id
-        if listener_id is not None:
-            try:  # it may block in XREAD without this stream: wake it now
+        if listener_id is not None and not self._unblocking:
+            # It may block in XREAD without this stream: wake it now (once for
+            # every channel added meanwhile: clients come in bursts).
+            self._unblocking = True
+            try:
                 self.redis.client_unblock(listener_id)
             except redis.RedisError:
-                pass  # it wakes by itself within _BLOCK_MS
+                self._unblocking = False  # it wakes by itself within _BLOCK_MS
 
     def unlisten(self, channel: str) -> None:
         key = self._key(channel).encode()
@@ -279,6 +319,7 @@ class RedisBackend(Backend):
                     failures = 0
                 with self._lock:
                     streams: dict[t.Any, t.Any] = dict(self._cursors)
+                    self._unblocking = False
                 if not streams:
                     self._wake.clear()
                     self._wake.wait(1.0)
@@ -322,16 +363,25 @@ class RedisBackend(Backend):
             for id, fields in entries:
                 batch.append((stream_key, _record(channel, id, fields)))
         batch.sort(key=lambda item: item[1].key)
-        for stream_key, record in batch:
-            if horizon is not None and record.key > horizon:
-                break
+        if horizon is not None:
+            batch = [item for item in batch if item[1].key <= horizon]
+        # Consecutive events of one channel go to its clients as one run.
+        start = 0
+        while start < len(batch):
+            stream_key = batch[start][0]
+            end = start + 1
+            while end < len(batch) and batch[end][0] == stream_key:
+                end += 1
+            records = [record for _, record in batch[start:end]]
+            start = end
             with self._lock:
                 if stream_key in self._cursors:
-                    self._cursors[stream_key] = format_id(record.key).encode()
+                    self._cursors[stream_key] = format_id(records[-1].key).encode()
             if stream_key == self._control:
-                self.revoke(record.event.data)
+                for record in records:
+                    self.revoke(record.event.data)
             else:
-                self.deliver(record)
+                self.deliver(Run(records[0].channel, records))
 
     def close(self) -> None:
         self._stopped = True
@@ -362,6 +412,17 @@ class RedisBackend(Backend):
             for key, size in zip(keys, pipe.execute(), strict=True)
             if size
         }
+
+
+class _HeadRead:
+    """One GET of the newest id, shared by the callers waiting for it."""
+
+    __slots__ = ("done", "key", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.key: Key = (0, 0)
+        self.error: BackendUnavailable | None = None
 
 
 def _key_of(raw: bytes | str | None) -> Key:
