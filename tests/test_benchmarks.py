@@ -38,8 +38,14 @@ def test_benchmark_smoke_run() -> None:
             assert row[scenario]["events"] > 0, row
             if row["server"].startswith("flask-eventstream"):
                 assert row[scenario]["lost"] == 0, row
+        if row["server"].startswith("flask-eventstream"):
+            assert set(row["S4"]) == {"alone", "channels", "streams_apart",
+                                      "streams_one"}, row  # fmt: skip
+            assert all(cost > 0 for cost in row["S4"].values()), row
     workers = rows[-1]
     for key in ("S2_w1", "S2_w2"):
         assert workers[key]["lost"] == 0, workers
+    assert sum(workers["S2_w2"]["split"]) == 100, workers
     table = run.table(rows)
-    assert table.count("\n| ") == 5, table
+    # Five servers, then the S4 header and a row for each backend.
+    assert table.count("\n| ") == 8, table
