@@ -43,6 +43,12 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 #: burst.
 backlog = 2048
 
+#: Each worker listens on a socket of its own and the kernel spreads new
+#: connections over them. Streams last: with one shared socket, whichever
+#: worker wakes first takes the next one, and a worker can keep a much
+#: larger share for hours.
+reuse_port = True
+
 #: The worker's heartbeat to the master runs in its own greenlet, so an open
 #: stream never counts against it; this only catches a worker that blocks
 #: its event loop.
