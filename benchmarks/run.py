@@ -367,6 +367,14 @@ def s1(generator: Path, target: Target, clients: int) -> float:
     return (held - idle) / clients
 
 
+def stolen() -> float:
+    """Seconds of CPU the hypervisor gave to others (``steal`` in
+    /proc/stat), over all cores: a run that lost much was disturbed.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def deliveries(
     generator: Path,
     target: Target,
@@ -382,9 +390,11 @@ def deliveries(
     """
     timeout = (events / rate if rate else 0) + slack
     proc = load(generator, target, clients, events, timeout, core)
+    steal = stolen()
     target.publish(events, rate)
     found = result(proc)
     found["lost"] = clients * events - found["events"]
+    found["stolen_s"] = round(stolen() - steal, 2)
     target.wait_idle()
     return found
 
