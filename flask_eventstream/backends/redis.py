@@ -13,8 +13,10 @@ subscribe to) and a small bounded pool for publishing and replay.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import operator
 import threading
 import time
 import typing as t
@@ -366,14 +368,8 @@ class RedisBackend(Backend):
         if horizon is not None:
             batch = [item for item in batch if item[1].key <= horizon]
         # Consecutive events of one channel go to its clients as one run.
-        start = 0
-        while start < len(batch):
-            stream_key = batch[start][0]
-            end = start + 1
-            while end < len(batch) and batch[end][0] == stream_key:
-                end += 1
-            records = [record for _, record in batch[start:end]]
-            start = end
+        for stream_key, items in itertools.groupby(batch, key=operator.itemgetter(0)):
+            records = [record for _, record in items]
             with self._lock:
                 if stream_key in self._cursors:
                     self._cursors[stream_key] = format_id(records[-1].key).encode()
