@@ -122,12 +122,10 @@ class Target:
         if response.status_code != 200:  # a peer: no such figure
             time.sleep(2)
             return
-        deadline = time.monotonic() + 60
-        while response.json()["connections"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} still holds closed connections")
-            time.sleep(0.5)
-            response = httpx.get(self.url + "/stats", timeout=5)
+        until(
+            lambda: not httpx.get(self.url + "/stats", timeout=5).json()["connections"],
+            60, 0.5, f"{self.name} still holds closed connections",
+        )  # fmt: skip
 
     def publish(self, count: int, rate: float) -> None:
         url = f"{self.url}/publish?count={count}&rate={rate}"
@@ -153,6 +151,22 @@ class Target:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait(30)
+
+
+def until(
+    done: t.Callable[[], bool],
+    timeout: float,
+    interval: float,
+    failure: str | t.Callable[[], str],
+) -> None:
+    """Check ``done`` every ``interval`` seconds until it holds; raise
+    :class:`RuntimeError` with ``failure`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError(failure if isinstance(failure, str) else failure())
+        time.sleep(interval)
 
 
 def more_files() -> None:
@@ -199,18 +213,16 @@ class FlaskSse(Target):
         for _ in range(2):
             self.publish(1, 0)
             time.sleep(0.5)
-        deadline = time.monotonic() + 60
-        while dict(self.redis.pubsub_numsub("bench"))[b"bench"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError("flask-sse still holds closed connections")
-            time.sleep(0.5)
+        until(lambda: not self.subscribers(), 60, 0.5,
+              "flask-sse still holds closed connections")  # fmt: skip
 
     def wait_subscribed(self, clients: int) -> None:
-        deadline = time.monotonic() + 120
-        while dict(self.redis.pubsub_numsub("bench"))[b"bench"] < clients:
-            if time.monotonic() > deadline:
-                raise RuntimeError("flask-sse's streams did not all subscribe")
-            time.sleep(0.1)
+        until(lambda: self.subscribers() >= clients, 120, 0.1,
+              "flask-sse's streams did not all subscribe")  # fmt: skip
+
+    def subscribers(self) -> int:
+        """The streams subscribed to Redis pub/sub, one connection each."""
+        return int(dict(self.redis.pubsub_numsub("bench"))[b"bench"])
 
 
 class Workers(Target):
@@ -234,20 +246,16 @@ class Workers(Target):
         return sorted(report["connections"] for report in self.backend.reports())
 
     def wait_subscribed(self, clients: int) -> None:
-        deadline = time.monotonic() + 60
-        while sum(split := self.streams()) != clients:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the workers report {split} streams")
-            time.sleep(0.2)
-        self.split = [count for count in split if count]
+        def all_in() -> bool:
+            self.split = [count for count in self.streams() if count]
+            return sum(self.split) == clients
+
+        until(all_in, 60, 0.2, lambda: f"the workers report {self.split} streams")
 
     def wait_idle(self) -> None:
         # A worker's /stats counts its own streams only.
-        deadline = time.monotonic() + 60
-        while sum(self.streams()):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} still holds closed connections")
-            time.sleep(0.5)
+        until(lambda: not sum(self.streams()), 60, 0.5,
+              f"{self.name} still holds closed connections")  # fmt: skip
 
 
 class Uvicorn(Target):
