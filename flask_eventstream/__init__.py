@@ -7,10 +7,10 @@ from __future__ import annotations
 from . import signals as signals
 from .errors import EventStreamError as EventStreamError
 from .errors import PublishError as PublishError
-from .event import Event as Event
 from .extension import EventStream as EventStream
-from .streaming import stream as stream
+from .http import stream as stream
 from .subscription import Subscription as Subscription
+from .wire import Event as Event
 
 __all__ = [
     "Event",

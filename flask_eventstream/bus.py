@@ -13,11 +13,14 @@ from all of them, and that costs a pass over every sender ever seen.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 
 from blinker import Signal
 
-from .backends.base import Run
+from .ids import Run
+
+logger = logging.getLogger("flask_eventstream")
 
 #: What a subscription connects: called with each run of the channel's events.
 Receiver = t.Callable[[Run], None]
@@ -40,7 +43,12 @@ class Bus:
             # the copy lets one disconnect itself (an overflow) meanwhile.
             receivers = t.cast("list[Receiver]", list(signal.receivers.values()))
             for receiver in receivers:
-                receiver(run)
+                try:
+                    receiver(run)
+                except Exception:
+                    # A receiver must not raise; if one does, the others of
+                    # the channel still get the run.
+                    logger.exception("A receiver of %r failed.", run.channel)
 
     def connect(self, channel: str, receiver: Receiver) -> None:
         """Connect ``receiver`` to ``channel``."""

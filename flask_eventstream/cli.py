@@ -12,12 +12,24 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .event import Event
+from .hub import Hub
+from .settings import check_channel
 from .subscription import Subscription
-from .testing import Parser
+from .wire import Event
+from .wire import Parser
 
-if t.TYPE_CHECKING:
-    from .extension import EventStream
+
+class Extension(t.Protocol):
+    """What the commands use of the app's :class:`EventStream` (registered
+    by it, so this module does not import it).
+    """
+
+    def hub_for(self, app: t.Any = None) -> Hub: ...
+
+    def publish(
+        self, channel: str, data: t.Any, *, event: str | None = None
+    ) -> Event: ...
+
 
 eventstream_cli = AppGroup(
     "eventstream", help="Publish, follow and count event streams."
@@ -29,8 +41,8 @@ _MEMORY_ONLY = (
 )
 
 
-def _extension(*, shared: bool) -> EventStream:
-    events: EventStream | None = current_app.extensions.get("eventstream")
+def _extension(*, shared: bool) -> Extension:
+    events: Extension | None = current_app.extensions.get("eventstream")
     if events is None:
         raise click.ClickException("This app has no EventStream extension.")
     if shared and current_app.config["EVENTSTREAM_BACKEND"] == "memory":
@@ -95,14 +107,12 @@ def tail_command(
         url = url.replace("{channels}", ",".join(channels))
         source = _http_events(url, last_event_id)
     else:
-        from .extension import check_channel  # the extension imports this module
-
         events = _extension(shared=True)
         for channel in channels:
             problem = check_channel(channel)
             if problem is not None:
                 raise click.BadParameter(problem)
-        source = iter(Subscription(events._state(), channels, last_event_id))
+        source = iter(Subscription(events.hub_for(), channels, last_event_id))
     seen = 0
     try:
         for event in source:
@@ -169,7 +179,7 @@ def stats_command() -> None:
     streams).
     """
     events = _extension(shared=True)
-    backend = events._state().backend
+    backend = events.hub_for().backend
     workers = backend.reports()
     channels: dict[str, int] = {}
     counters: dict[str, int] = {}

@@ -24,8 +24,8 @@ import typing as t
 
 from flask import Flask
 
-from .extension import COUNTERS
 from .extension import EventStream
+from .hub import COUNTERS
 
 try:
     import prometheus_client
@@ -43,6 +43,8 @@ _HELP = {
     "refused": "Subscriptions refused (authorize, limits, bad input).",
     "revoked": "Subscriptions ended by close_channel.",
     "errors": "Backend errors.",
+    "callback_errors": "Exceptions raised by user callbacks (signal receivers,"
+    " authorize), caught and logged.",
 }
 
 
@@ -70,7 +72,7 @@ class PrometheusMetrics:
                 "PrometheusMetrics needs prometheus_client:"
                 " pip install 'flask-eventstream[metrics]'"
             )
-        self._state = events._state(app)
+        self._hub = events.hub_for(app)
         self.prefix = prefix
         #: Whether prometheus_client's multiprocess mode is on.
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
@@ -83,7 +85,7 @@ class PrometheusMetrics:
 
     def collect(self) -> t.Iterator[t.Any]:
         """Yield the current figures (the collector protocol)."""
-        state = self._state
+        state = self._hub
         yield GaugeMetricFamily(
             f"{self.prefix}_connections",
             "Open subscriptions (streams and waiting long-polls).",
@@ -131,7 +133,7 @@ class PrometheusMetrics:
         }
         self._synced = dict.fromkeys(COUNTERS, 0)
         self._seen_channels: set[str] = set()
-        self._state.reporters.append(self.sync)
+        self._hub.reporters.append(self.sync)
 
     def sync(self, figures: dict[str, t.Any]) -> None:
         """Write ``figures`` (from the worker's monitor) to the shared files."""

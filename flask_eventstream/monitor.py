@@ -22,18 +22,17 @@ other servers call :meth:`EventStream.shutdown` yourself.
 
 from __future__ import annotations
 
-import _socket
+import logging
 import os
-import random
 import signal
 import socket
 import threading
 import time
 import typing as t
 
-if t.TYPE_CHECKING:
-    from .extension import _State
-    from .streaming import Body
+from .settings import Settings
+
+logger = logging.getLogger("flask_eventstream")
 
 #: Seconds between two looks at the streams and the worker.
 PERIOD = 0.25
@@ -44,20 +43,50 @@ REPORT_PERIOD = 2.0
 REPORT_TTL = 10.0
 
 
+class Watched(t.Protocol):
+    """What the monitor needs of a stream body."""
+
+    #: An event stream (lifetime applies), not a long-poll.
+    sse: bool
+    #: When the stream opened (``time.monotonic()``).
+    started: float
+    #: When the write in progress began, or ``None``.
+    writing_since: float | None
+
+    def end(self, reason: str) -> None: ...
+
+    def abort(self, reason: str) -> None: ...
+
+
+#: Called with this worker's figures every :data:`REPORT_PERIOD` seconds.
+Reporter = t.Callable[[dict[str, t.Any]], None]
+
+
 class Monitor:
     """One per app and worker: the live stream bodies, and a thread (a
     greenlet under gevent) that runs while there are any.
+
+    :param settings: the app's lifetime and send timeout.
+    :param figures: returns this worker's figures, for the reporters.
+    :param reporters: each called with the figures; the list may grow later.
     """
 
-    def __init__(self, state: _State) -> None:
-        self._state = state
-        self.bodies: set[Body] = set()
+    def __init__(
+        self,
+        settings: Settings,
+        figures: t.Callable[[], dict[str, t.Any]],
+        reporters: list[Reporter],
+    ) -> None:
+        self.settings = settings
+        self.figures = figures
+        self.reporters = reporters
+        self.bodies: set[Watched] = set()
         self.stopping = False
         self._lock = threading.Lock()
         self._running = False
         self._pid = 0
 
-    def add(self, body: Body) -> None:
+    def add(self, body: Watched) -> None:
         """Watch ``body``; end it at once when the worker is stopping (a
         request that came on a kept-alive connection after the stop).
         """
@@ -67,7 +96,7 @@ class Monitor:
         if not self._running or self._pid != os.getpid():
             self._start()
 
-    def discard(self, body: Body) -> None:
+    def discard(self, body: Watched) -> None:
         self.bodies.discard(body)
 
     def shutdown(self) -> int:
@@ -99,48 +128,47 @@ class Monitor:
             time.sleep(PERIOD)
             if worker is not None and not worker.alive and not self.stopping:
                 count = self.shutdown()
-                self._state.logger.info(
-                    "The worker is stopping: ended its %d open streams.", count
-                )
+                logger.info("The worker is stopping: ended its %d open streams.", count)
             with self._lock:
                 if not self.bodies:
                     # Started again by the next stream; no thread per idle app.
                     self._running = False
                     break
-            now = time.monotonic()
-            self.check(now)
-            if now - reported >= REPORT_PERIOD:
-                reported = now
-                self.report()
+            try:
+                now = time.monotonic()
+                self.check(now)
+                if now - reported >= REPORT_PERIOD:
+                    reported = now
+                    self.report()
+            except Exception:
+                # Supervised: a failure in one round is logged, the next runs.
+                logger.exception("The stream monitor failed; it goes on.")
         self.report()  # the last streams are gone: say so
 
     def report(self) -> None:
-        """Share this worker's figures through the backend."""
-        state = self._state
-        figures = {
-            "worker": worker_name(),
-            "connections": state.connections,
-            "channels": state.bus.subscribers(),
-            "counters": dict(state.counters),
-        }
-        for reporter in (self._to_backend, *state.reporters):
+        """Hand this worker's figures to every reporter (the backend's, for
+        ``flask eventstream stats``, and the Prometheus exporter's).
+        """
+        try:
+            figures = self.figures()
+        except Exception:
+            logger.exception("Could not gather this worker's figures.")
+            return
+        for reporter in list(self.reporters):
             try:
                 reporter(figures)
             except Exception as error:  # a report is best effort, never fatal
-                state.logger.debug("Could not report this worker's figures: %s", error)
-
-    def _to_backend(self, figures: dict[str, t.Any]) -> None:
-        self._state.backend.report(worker_name(), figures, REPORT_TTL)
+                logger.debug("Could not report this worker's figures: %s", error)
 
     def check(self, now: float) -> None:
         """End the streams past their lifetime, and those whose write is
         blocked past the send timeout.
         """
-        state = self._state
-        lifetime = state.max_lifetime
+        lifetime = self.settings.max_lifetime
+        send_timeout = self.settings.send_timeout
         for body in self.bodies.copy():
             since = body.writing_since
-            if since is not None and now - since > state.send_timeout:
+            if since is not None and now - since > send_timeout:
                 body.abort("stalled")
             elif lifetime is not None and body.sse and now - body.started > lifetime:
                 body.end("lifetime")
@@ -149,14 +177,6 @@ class Monitor:
 def worker_name() -> str:
     """This process, as ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def jittered(retry: int | None) -> bytes:
-    """A last ``retry:`` hint, between once and twice the usual delay: the
-    clients a stop cuts off come back spread out, not all at once.
-    """
-    base = retry if retry else 3000
-    return f"retry: {random.randint(base, 2 * base)}\n\n".encode()
 
 
 def gunicorn_worker() -> t.Any:
@@ -170,24 +190,3 @@ def gunicorn_worker() -> t.Any:
     if worker is None or not type(worker).__module__.startswith("gunicorn."):
         return None
     return worker if hasattr(worker, "alive") else None
-
-
-def shut_down_socket(sock: t.Any) -> None:
-    """Shut a client's connection down both ways, from any thread or greenlet.
-
-    It is done on a duplicate of the descriptor: gevent's own ``shutdown``
-    cancels the blocked writer with an error gunicorn logs as a crash, while
-    this fails its write with ``EPIPE``, which every server takes as a
-    client that left.
-    """
-    try:
-        # The C socket type: gevent's patched one would do the same as above.
-        duplicate = _socket.socket(fileno=os.dup(sock.fileno()))
-    except (OSError, ValueError, AttributeError):
-        return  # already closed
-    try:
-        duplicate.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        duplicate.close()

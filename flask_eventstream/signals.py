@@ -8,13 +8,21 @@ Connect receivers as with Flask's own signals::
     def log_event(app, channel, event):
         app.logger.debug("published %s on %s", event.id, channel)
 
-Receivers run in the publishing or streaming code path: keep them quick and do
-not raise from them.
+Receivers run in the publishing or streaming code path, never under a lock
+of this library: keep them quick. One that raises is logged (with its name)
+and counted in the ``callback_errors`` figure, and the others still run; the
+publish, stream or listener that sent the signal goes on.
 """
 
 from __future__ import annotations
 
+import logging
+import typing as t
+
 from blinker import Namespace
+from blinker import Signal
+
+logger = logging.getLogger("flask_eventstream")
 
 _signals = Namespace()
 
@@ -32,5 +40,26 @@ client_connected = _signals.signal("client-connected")
 #: ended), ``"overflow"`` (its queue filled), ``"revoked"``
 #: (:meth:`~flask_eventstream.EventStream.close_channel`), ``"shutdown"`` (the
 #: worker is stopping), ``"lifetime"`` (``EVENTSTREAM_MAX_LIFETIME``) or
-#: ``"unavailable"`` (the backend could not be reached).
+#: ``"unavailable"`` (the backend could not be reached) or ``"error"`` (opening
+#: it failed otherwise; the error is raised where it was opened).
 client_disconnected = _signals.signal("client-disconnected")
+
+
+def send(signal: Signal, sender: t.Any, **kwargs: t.Any) -> int:
+    """Call each receiver of ``signal`` for ``sender`` in turn, as a guest:
+    an exception is logged and the next receiver runs. Return how many raised.
+    """
+    if not signal.receivers:
+        return 0
+    failed = 0
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, **kwargs)
+        except Exception:
+            failed += 1
+            logger.exception(
+                "The %r receiver %s raised; the library goes on.",
+                getattr(signal, "name", "?"),
+                getattr(receiver, "__qualname__", repr(receiver)),
+            )
+    return failed

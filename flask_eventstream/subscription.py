@@ -16,20 +16,31 @@ import threading
 import typing as t
 
 from . import signals
-from .backends.base import CursorProblem
-from .backends.base import format_id
-from .backends.base import Key
-from .backends.base import parse_id
-from .backends.base import Record
-from .backends.base import Run
-from .event import Event
+from .errors import BackendUnavailable
+from .hub import Hub
+from .ids import CursorProblem
+from .ids import format_id
+from .ids import Key
+from .ids import parse_id
+from .ids import Record
+from .ids import RESET_EVENT
+from .ids import Run
+from .wire import Event
 
-if t.TYPE_CHECKING:
-    from .direct import DirectWriter
-    from .extension import _State
 
-#: The event type sent when a cursor cannot be resumed from.
-RESET_EVENT = "eventstream-reset"
+class Sink(t.Protocol):
+    """Where the publisher may write a waiting client's events itself (see
+    :mod:`flask_eventstream.http.direct`).
+    """
+
+    #: What the last write left unsent; the stream sends it first.
+    pending: memoryview | None
+
+    def send(self, run: Run) -> bool:
+        """Write ``run`` without blocking; whether it was taken, wholly or in
+        part (the rest is then :attr:`pending`).
+        """
+
 
 # A generator view runs in a thread of its own; the subscriptions it opens
 # there are closed with it, so a waiting subscription never outlives its stream.
@@ -53,44 +64,66 @@ class Subscription:
     __slots__ = (
         "channels",
         "last_event_id",
-        "_state",
+        "hub",
         "_queue",
         "_wake",
         "_high",
         "_closed",
         "_attached",
         "_on_drop",
-        "_writer",
+        "_sink",
         "_armed",
         "__weakref__",
     )
 
     def __init__(
-        self, state: _State, channels: tuple[str, ...], last_event_id: str | None
+        self, hub: Hub, channels: tuple[str, ...], last_event_id: str | None
     ) -> None:
         #: The channels, in the order they were given.
         self.channels = channels
         #: The cursor this subscription resumes after, if any.
         self.last_event_id = last_event_id
-        self._state = state
+        #: The app's live parts in this worker.
+        self.hub = hub
         self._queue: collections.deque[Record] = collections.deque()
         self._wake = threading.Event()
         self._high: Key = (0, 0)
         #: Why the subscription ended (``None`` while it is live).
         self._closed: str | None = None
         self._attached = False
-        #: Set by the stream serving it: shuts the connection down if a write
-        #: to it is blocked when the queue overflows.
         self._on_drop: t.Callable[[], None] | None = None
-        #: Set by the stream serving it, where the publisher may write to the
-        #: client's socket itself; used only while the stream waits, idle.
-        self._writer: DirectWriter | None = None
+        self._sink: Sink | None = None
         self._armed = False
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
 
     # -- lifecycle --------------------------------------------------------
+
+    def serve(
+        self, sink: Sink | None = None, on_drop: t.Callable[[], None] | None = None
+    ) -> None:
+        """Called by the body that serves this subscription.
+
+        :param sink: where the publisher may write events itself while the
+            body waits with nothing queued.
+        :param on_drop: called when the queue overflows: shuts the connection
+            down if a write to it is blocked. It must not call user code.
+        """
+        self._sink = sink
+        self._on_drop = on_drop
+
+    @property
+    def dropped(self) -> bool:
+        """Whether it ended because its queue overflowed: its client is cut
+        off, and nothing more is sent to it.
+        """
+        return self._closed == "overflow"
+
+    @property
+    def sink(self) -> Sink | None:
+        """The sink set by :meth:`serve`, until the subscription ends."""
+        return self._sink
 
     def open(self) -> tuple[list[Record], str | None]:
         """Connect to the bus, then read what the client missed.
@@ -100,29 +133,35 @@ class Subscription:
         that came without a cursor (so that it resumes from here if it
         reconnects before any event arrives).
         """
-        state = self._state
+        hub = self.hub
         # Counted first, before any backend work: EventStream.subscribe
         # checked the limit, and nothing between there and here switches.
-        state.connections += 1
+        hub.connections += 1
         self._attached = True
-        # Every channel on the bus before the first backend call, so a failure
-        # in one leaves nothing for close() to miss.
-        for channel in self.channels:
-            state.bus.connect(channel, self._receive)
-        for channel in self.channels:
-            state.backend.listen(channel)
-        running = opened_here.get()
-        if running is not None:
-            running.append(self)
-        signals.client_connected.send(state.app, subscription=self)
-        return self.replay()
+        try:
+            # Every channel on the bus before the first backend call, so a
+            # failure in one leaves nothing for close() to miss.
+            for channel in self.channels:
+                hub.bus.connect(channel, self._receive)
+            for channel in self.channels:
+                hub.backend.listen(channel)
+            running = opened_here.get()
+            if running is not None:
+                running.append(self)
+            hub.send(signals.client_connected, subscription=self)
+            return self.replay()
+        except BaseException as error:
+            # Whatever failed, the slot and the bus receivers are released.
+            unavailable = isinstance(error, BackendUnavailable)
+            self.close("unavailable" if unavailable else "error")
+            raise
 
     def replay(self) -> tuple[list[Record], str | None]:
         """Read what the client missed, without connecting to the bus (a poll
         does only this): see :meth:`open`.
         """
-        state = self._state
-        backend = state.backend
+        hub = self.hub
+        backend = hub.backend
         cursor = self.last_event_id
         if cursor is None:
             # A poll is on no bus: it starts at the newest id of all.
@@ -136,8 +175,8 @@ class Subscription:
             records = backend.read(self.channels, after)
         except CursorProblem as problem:
             self._high = head = backend.head()
-            state.count("resets")
-            state.logger.info(
+            hub.count("resets")
+            hub.logger.info(
                 "Reset %s at cursor %r (%s): %s",
                 self,
                 cursor,
@@ -150,7 +189,7 @@ class Subscription:
             reset = Event(data, RESET_EVENT, format_id(head))
             return [Record("", head, reset)], None
         self._high = records[-1].key if records else after
-        state.count("replayed", len(records))
+        hub.count("replayed", len(records))
         return records, None
 
     def close(self, reason: str = "closed") -> bool:
@@ -164,7 +203,9 @@ class Subscription:
         live = self._closed is None
         if live:
             self._closed = reason
-        self._on_drop = None  # it refers to the stream, which refers to this
+        # Both refer to the stream, which refers to this.
+        self._on_drop = None
+        self._sink = None
         self._armed = False
         self._detach()
         self._wake.set()
@@ -174,13 +215,15 @@ class Subscription:
         if not self._attached:
             return
         self._attached = False
-        state = self._state
+        hub = self.hub
+        hub.connections -= 1
         for channel in self.channels:
-            if state.bus.disconnect(channel, self._receive):
-                state.backend.unlisten(channel)
-        state.connections -= 1
-        signals.client_disconnected.send(
-            state.app, subscription=self, reason=self._closed or "closed"
+            if hub.bus.disconnect(channel, self._receive):
+                hub.backend.unlisten(channel)
+        hub.send(
+            signals.client_disconnected,
+            subscription=self,
+            reason=self._closed or "closed",
         )
 
     # -- delivery ---------------------------------------------------------
@@ -196,29 +239,30 @@ class Subscription:
             fresh = run.after(self._high)
             if fresh is None:
                 return  # already sent
-            writer = self._writer
-            assert writer is not None
-            if writer.send(fresh):
+            sink = self._sink
+            if sink is not None and sink.send(fresh):
                 self._high = fresh.last
-                self._state.counters["delivered"] += len(fresh.records)
-                if writer.pending is None:
+                self.hub.counters["delivered"] += len(fresh.records)
+                if sink.pending is None:
                     return
                 self._armed = False  # the rest first, then whatever comes
                 self._wake.set()
                 return
             self._armed = False
         queue = self._queue
-        if len(queue) + len(run.records) > self._state.queue_size:
+        hub = self.hub
+        if len(queue) + len(run.records) > hub.settings.queue_size:
             self._closed = "overflow"
-            self._state.count("dropped")
-            self._state.logger.warning(
+            hub.count("dropped")
+            hub.logger.warning(
                 "Dropped %s (overflow): %d events queued and unread; the client resumes"
                 " from history when it reconnects.",
                 self,
                 len(queue) + len(run.records),
             )
             queue.clear()  # free the memory now, not when the writer wakes
-            self._detach()
+            # Detached (and client_disconnected sent) by whoever consumes it,
+            # in its own thread: never here, inside a publish or the listener.
             if self._on_drop is not None:
                 self._on_drop()
         else:
@@ -231,8 +275,8 @@ class Subscription:
         """
         queue = self._queue
         if not queue and self._closed is None:
-            writer = self._writer
-            self._armed = writer is not None and writer.pending is None
+            sink = self._sink
+            self._armed = sink is not None and sink.pending is None
             try:
                 self._wake.wait(timeout)
             finally:
@@ -260,7 +304,7 @@ class Subscription:
         try:
             for record in records:
                 yield record.event
-            heartbeat = self._state.heartbeat
+            heartbeat = self.hub.settings.heartbeat
             while True:
                 fresh = self.wait(heartbeat)
                 if fresh is None:

@@ -23,6 +23,7 @@ class RawStream:
         *,
         rcvbuf: int | None = None,
         timeout: float = 10.0,
+        version: str = "1.1",
     ) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.socket()
@@ -30,7 +31,7 @@ class RawStream:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((host, int(port)))
-        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}"]
+        lines = [f"GET {path} HTTP/{version}", f"Host: {host}:{port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         self._buffer = b""
@@ -110,6 +111,31 @@ class RawStream:
             buffer += self._recv()
         assert buffer[:2] == b"\r\n", buffer[:10]
         return buffer[2:]
+
+    def read_raw(self, size: int) -> bytes:
+        """Return the next ``size`` body bytes as they came on the wire,
+        chunk framing included.
+        """
+        while len(self._buffer) < size:
+            self._buffer += self._recv()
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def skip_opening(self) -> None:
+        """Read past the stream's first write (a retry: and id: block), on
+        the wire (call it before any other read of the body).
+        """
+        if not self.status:
+            self.read_head()
+        if self.chunked:
+            while b"\r\n" not in self._buffer:
+                self._buffer += self._recv()
+            size = int(self._buffer.split(b"\r\n", 1)[0], 16)
+            self.read_raw(len(b"%x\r\n" % size) + size + 2)
+        else:
+            while b"\n\n" not in self._buffer:
+                self._buffer += self._recv()
+            self._buffer = self._buffer.split(b"\n\n", 1)[1]
 
     def read_exactly(self, expected: bytes) -> bytes:
         """Read until ``len(expected)`` body bytes arrived; return them."""

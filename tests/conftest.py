@@ -161,6 +161,14 @@ class Server:
             dict[str, t.Any], httpx.get(self.url + "/stats", timeout=5).json()
         )
 
+    def debug(self) -> dict[str, t.Any]:
+        """What a leak would grow in the worker: greenlets, subscriptions,
+        descriptors, memory, open streams (``/debug`` of ``serverapp``).
+        """
+        return t.cast(
+            dict[str, t.Any], httpx.get(self.url + "/debug", timeout=5).json()
+        )
+
     def wait_for(
         self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float = 10.0
     ) -> dict[str, t.Any]:

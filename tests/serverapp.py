@@ -18,6 +18,7 @@ from flask import request
 from flask_eventstream import Event
 from flask_eventstream import EventStream
 from flask_eventstream import PublishError
+from flask_eventstream import signals
 from flask_eventstream import stream
 from flask_eventstream import Subscription
 
@@ -40,6 +41,23 @@ def create_app() -> Flask:
             with open(bans) as file:
                 return request.args.get("user", "") not in file.read().split()
         return True
+
+    # Receivers a user might write (TEST_GUESTS, comma-separated): one that
+    # publishes when a client leaves, one with a bug.
+    guests = os.environ.get("TEST_GUESTS", "").split(",")
+    if "publish-on-disconnect" in guests:
+
+        def audit(sender: Flask, subscription: Subscription, reason: str) -> None:
+            channels = ",".join(subscription.channels)
+            events.publish("audit", f"{reason} {channels}", event="left")
+
+        signals.client_disconnected.connect(audit, sender=app, weak=False)
+    if "raise" in guests:
+
+        def broken(sender: Flask, **extra: t.Any) -> None:
+            raise RuntimeError("a bug in the user's receiver")
+
+        signals.client_disconnected.connect(broken, sender=app, weak=False)
 
     @app.after_request
     def worker_pid(response: t.Any) -> t.Any:
@@ -98,7 +116,7 @@ def create_app() -> Flask:
             "subscriptions": sum(isinstance(o, Subscription) for o in gc.get_objects()),
             "fds": len(os.listdir("/proc/self/fd")),
             "rss_kb": int(rss.split()[1]),
-            "streams": len(events._state().monitor.bodies),
+            "streams": len(events.hub_for().monitor.bodies),
             "connections": events.stats()["connections"],
         }
 

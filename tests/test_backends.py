@@ -16,7 +16,7 @@ from flask_eventstream.backends import CursorProblem
 from flask_eventstream.backends import MemoryBackend
 from flask_eventstream.backends import Record
 from flask_eventstream.backends import Run
-from flask_eventstream.backends.base import format_id
+from flask_eventstream.ids import format_id
 
 
 class Collector:

@@ -20,7 +20,11 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
-    srv = Server("gevent", workers=2, config=redis_config(redis_server)).start()
+    # --reuse-port: the kernel spreads connections over both workers (without
+    # it one worker may accept them all, and the stats test needs both).
+    srv = Server(
+        "gevent", workers=2, config=redis_config(redis_server), extra=["--reuse-port"]
+    ).start()
     yield srv
     srv.stop()
 

@@ -7,7 +7,6 @@ kernel takes only in part is finished by the stream before anything else.
 
 from __future__ import annotations
 
-import socket
 import typing as t
 import uuid
 
@@ -17,7 +16,7 @@ from conftest import RedisServer
 from conftest import Server
 
 from flask_eventstream import Event
-from flask_eventstream.backends.redis import _APPEND
+from flask_eventstream.backends.redis.store import APPEND_SCRIPT
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["direct", "off"])
@@ -29,49 +28,6 @@ def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     server.stop()
 
 
-class Raw:
-    """A GET over a plain socket, read as the bytes the server sent."""
-
-    def __init__(
-        self, server: Server, path: str, version: str, rcvbuf: int = 0
-    ) -> None:
-        self.sock = socket.socket()
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", server.port))
-        request = f"GET {path} HTTP/{version}\r\nHost: test\r\n\r\n"
-        self.sock.sendall(request.encode())
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        self.chunked = b"Transfer-Encoding: chunked" in head
-
-    def _recv(self) -> bytes:
-        data = self.sock.recv(65536)
-        assert data, "the server closed the connection"
-        return data
-
-    def read(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            self.buffer += self._recv()
-        data, self.buffer = self.buffer[:size], self.buffer[size:]
-        return data
-
-    def skip_opening(self) -> None:
-        """Read the stream's first write (a retry: and id: block)."""
-        if self.chunked:
-            while b"\r\n" not in self.buffer:
-                self.buffer += self._recv()
-            size = int(self.buffer.split(b"\r\n", 1)[0], 16)
-            self.read(len(b"%x\r\n" % size) + size + 2)
-        else:
-            while b"\n\n" not in self.buffer:
-                self.buffer += self._recv()
-            self.buffer = self.buffer.split(b"\n\n", 1)[1]
-
-
 def chunk(data: bytes) -> bytes:
     return b"%X\r\n%b\r\n" % (len(data), data)
 
@@ -81,7 +37,7 @@ def test_the_wire_bytes(
     server: Server, version: str, request: pytest.FixtureRequest
 ) -> None:
     channel = f"wire-{version}"
-    raw = Raw(server, f"/stream/{channel}", version)
+    raw = RawStream(server.url, f"/stream/{channel}", version=version).read_head()
     assert raw.chunked == (version == "1.1")
     raw.skip_opening()
     server.wait_for(lambda stats: stats["channels"].get(channel) == 1)
@@ -89,15 +45,15 @@ def test_the_wire_bytes(
     ids = server.publish(channel, "é {n}\nline two", count=3)
     events = [Event(f"é {n}\nline two", id=i).encode() for n, i in enumerate(ids)]
     if not raw.chunked:
-        assert raw.read(len(b"".join(events))) == b"".join(events)
+        assert raw.read_raw(len(b"".join(events))) == b"".join(events)
     elif "direct" in request.node.callspec.id:
         # Written by the publisher as each was published: a chunk each.
         expected = b"".join(chunk(e) for e in events)
-        assert raw.read(len(expected)) == expected
+        assert raw.read_raw(len(expected)) == expected
     else:
         # The stream wakes once the publishing request yields: one write.
         expected = chunk(b"".join(events))
-        assert raw.read(len(expected)) == expected
+        assert raw.read_raw(len(expected)) == expected
     raw.sock.close()
 
 
@@ -112,8 +68,8 @@ def test_a_write_taken_in_part_is_finished_first(server: Server, version: str) -
     if version == "1.1":
         stream = RawStream(server.url, path, rcvbuf=4096, timeout=10).read_head()
         stream.read_body()  # the opening
-    else:  # RawStream speaks 1.1
-        raw = Raw(server, path, "1.0", rcvbuf=4096)
+    else:  # read on the wire: no chunk framing to undo
+        raw = RawStream(server.url, path, version="1.0", rcvbuf=4096).read_head()
         raw.skip_opening()
     server.wait_for(lambda stats: stats["channels"].get(channel) == 1)
     big = "x" * 50_000 + " {n}"
@@ -127,7 +83,7 @@ def test_a_write_taken_in_part_is_finished_first(server: Server, version: str) -
         stream.close()
     else:
         wire = b"".join(e.encode() for e in expected)
-        assert raw.read(len(wire)) == wire
+        assert raw.read_raw(len(wire)) == wire
         raw.sock.close()
     counters = server.stats()["counters"]
     assert counters["dropped"] == 0
@@ -144,11 +100,11 @@ def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
     config = {"BACKEND": redis_server.url, "REDIS_PREFIX": prefix, "HEARTBEAT": 60}
     server = Server("gevent", config=config).start()
     try:
-        raw = Raw(server, "/stream/burst", "1.1")
+        raw = RawStream(server.url, "/stream/burst").read_head()
         raw.skip_opening()
         server.wait_for(lambda stats: stats["channels"].get("burst") == 1)
         client = redis_server.client()
-        append = client.register_script(_APPEND)
+        append = client.register_script(APPEND_SCRIPT)
         keys = [f"{prefix}stream:burst", f"{prefix}last-id"]
         with client.pipeline(transaction=True) as pipe:
             for n in range(5):
@@ -156,7 +112,7 @@ def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
             ids = [raw_id.decode() for raw_id in pipe.execute()]
         events = [Event(f"b{n}\nsecond line", id=i).encode() for n, i in enumerate(ids)]
         expected = chunk(b"".join(events))
-        assert raw.read(len(expected)) == expected
+        assert raw.read_raw(len(expected)) == expected
         raw.sock.close()
     finally:
         server.stop()

@@ -21,7 +21,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
 
 
 def test_every_setting_is_documented_with_its_default() -> None:
-    from flask_eventstream.extension import DEFAULTS
+    from flask_eventstream.settings import DEFAULTS
 
     text = (ROOT / "docs" / "configuration.rst").read_text()
     entries = dict(

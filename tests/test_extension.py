@@ -15,7 +15,7 @@ from flask_eventstream import Event
 from flask_eventstream import EventStream
 from flask_eventstream import signals
 from flask_eventstream import stream
-from flask_eventstream.extension import DEFAULTS
+from flask_eventstream.settings import DEFAULTS
 from flask_eventstream.testing import iter_events
 
 
@@ -142,6 +142,30 @@ def test_publish_from_a_thread_with_app_context(
     with app.app_context():
         replay = list(_take(events.subscribe("jobs", last_event_id="0-0"), 1))
     assert [e.id for e in replay] == ids
+
+
+def test_publish_outside_any_app_context_uses_the_one_app(
+    app: Flask, events: EventStream
+) -> None:
+    with app.app_context():
+        cursor = events.publish("j", "before").id
+    ids: list[str | None] = []
+    thread = threading.Thread(
+        target=lambda: ids.append(events.publish("j", {"a": 1}).id)
+    )
+    thread.start()
+    thread.join(5)
+    with app.app_context():
+        replay = list(_take(events.subscribe("j", last_event_id=cursor), 1))
+    assert [(e.id, e.data) for e in replay] == [(ids[0], '{"a": 1}')]
+
+
+def test_publish_outside_an_app_context_with_two_apps_names_the_fix() -> None:
+    events = EventStream()
+    events.init_app(Flask("one"))
+    events.init_app(Flask("two"))
+    with pytest.raises(RuntimeError, match=r"with app\.app_context\(\)"):
+        events.publish("a", "x")
 
 
 def test_publish_from_a_cli_command(app: Flask, events: EventStream) -> None:

@@ -20,11 +20,11 @@ from flask.testing import FlaskClient
 from flask_eventstream import EventStream
 from flask_eventstream import PublishError
 from flask_eventstream import stream
-from flask_eventstream.backends.base import CursorProblem
-from flask_eventstream.backends.base import parse_id
 from flask_eventstream.backends.memory import MemoryBackend
-from flask_eventstream.event import Event
+from flask_eventstream.ids import CursorProblem
+from flask_eventstream.ids import parse_id
 from flask_eventstream.testing import iter_events
+from flask_eventstream.wire import Event
 
 
 def counters(app: Flask, events: EventStream) -> dict[str, int]:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -19,13 +17,10 @@ from pathlib import Path
 
 import httpx
 from clients import Crowd
-from clients import FastPublisher
 from clients import RawStream
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
-
-from flask_eventstream.testing import parse
 
 
 def redis_config(redis_server: RedisServer, **extra: t.Any) -> dict[str, t.Any]:
@@ -36,10 +31,6 @@ def redis_config(redis_server: RedisServer, **extra: t.Any) -> dict[str, t.Any]:
     }
     config.update(extra)
     return config
-
-
-def debug(server: Server) -> dict[str, t.Any]:
-    return t.cast(dict[str, t.Any], httpx.get(server.url + "/debug", timeout=5).json())
 
 
 def process_gone(pid: int, timeout: float) -> float:
@@ -136,87 +127,8 @@ def test_connection_limit_answers_503_and_frees_up() -> None:
 # -- slow consumers -------------------------------------------------------
 
 
-def _latencies(publisher: FastPublisher, reader: RawStream, count: int) -> list[float]:
-    """Publish ``count`` events one at a time; return each one's time from
-    the publish request to its arrival at ``reader``.
-    """
-    found = []
-    for n in range(count):
-        start = time.perf_counter()
-        id = publisher.publish("feed", f"{n:04d}" + "y" * 4000)
-        (event,) = reader.events(1)
-        found.append(time.perf_counter() - start)
-        assert event.id == id
-    return found
 
 
-def test_clients_that_stop_reading_are_dropped_and_cost_nothing() -> None:
-    server = Server(
-        config={
-            "QUEUE_SIZE": 100,
-            "HISTORY": 2000,
-            "SEND_TIMEOUT": 3,
-            "SEND_BUFFER": 65536,
-        }
-    ).start()
-    stuck: list[socket.socket] = []
-    try:
-        reader = RawStream(server.url, "/stream/feed")
-        reader.open()
-        publisher = FastPublisher(server.url)
-        _latencies(publisher, reader, 20)  # warm up
-        idle = debug(server)
-        unloaded = _latencies(publisher, reader, 100)
-
-        # 200 clients open the stream and never read a byte.
-        for _ in range(200):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
-            sock.sendall(b"GET /stream/feed HTTP/1.1\r\nHost: t\r\n\r\n")
-            stuck.append(sock)
-        server.wait_for(lambda s: s["connections"] == 201)
-        loaded = _latencies(publisher, reader, 300)
-
-        # Their queues overflowed: each was dropped, its connection shut.
-        stats = server.wait_for(lambda s: s["connections"] == 1, timeout=15)
-        assert stats["counters"]["dropped"] == 200
-        after = debug(server)
-        assert after["streams"] == 1
-        assert after["greenlets"] <= idle["greenlets"] + 5
-        # 300 events of 4 KB went to 200 clients: 240 MB had they been
-        # buffered per client. The bound: 40 MB over the idle worker.
-        print(f"RSS {idle['rss_kb']} kB idle, {after['rss_kb']} kB after")
-        assert after["rss_kb"] - idle["rss_kb"] < 40_000, (idle, after)
-
-        # The reader's delivery kept its pace (medians: the overflowing
-        # clients are dropped during the first events of the loaded run).
-        quiet, busy = statistics.median(unloaded), statistics.median(loaded)
-        print(f"median latency {quiet * 1000:.2f} ms idle, {busy * 1000:.2f} ms loaded")
-        assert busy <= 2 * quiet, (quiet, busy)
-
-        # A dropped client resumes from history with its last id.
-        body = b""
-        stuck[0].settimeout(5)
-        while chunk := stuck[0].recv(65536):
-            body += chunk
-        received = parse(body.split(b"\r\n\r\n", 1)[1].replace(b"\r\n", b"\n"))
-        back = RawStream(
-            server.url, "/stream/feed", {"Last-Event-ID": received[-1].id or ""}
-        )
-        replayed = back.open(received[-1].id or "")
-        last = int(received[-1].data[:4])
-        replayed += back.events(300 - last - 1 - len(replayed))
-        assert [e.data[:4] for e in replayed] == [
-            f"{n:04d}" for n in range(last + 1, 300)
-        ]
-        back.close()
-        reader.close()
-        publisher.close()
-    finally:
-        for sock in stuck:
-            sock.close()
-        server.stop()
 
 
 # -- graceful shutdown ----------------------------------------------------
@@ -389,7 +301,7 @@ def test_5000_connect_disconnect_cycles_leave_nothing_behind() -> None:
         # The generator views finish their pause; then nothing may be left.
         deadline = time.monotonic() + 10
         while True:
-            found = debug(server)
+            found = server.debug()
             if found["streams"] == found["subscriptions"] == 0:
                 if found["greenlets"] < 10:  # the hub, the server, the monitor
                     return found
@@ -400,10 +312,18 @@ def test_5000_connect_disconnect_cycles_leave_nothing_behind() -> None:
         # A first round: lazy imports, caches and the allocator's arenas
         # for as many connections at once as the rounds below hold.
         before = cycles(1500)
-        after = cycles(5000)
+        cycles(5000)
+        # Keep-alive connections' greenlets come and go for a moment after
+        # the last cycle: wait for the counts to settle back to the baseline.
+        deadline = time.monotonic() + 15
+        while True:
+            after = server.debug()
+            settled = after["greenlets"] <= before["greenlets"]
+            if settled and after["fds"] <= before["fds"]:
+                break
+            assert time.monotonic() < deadline, (before, after)
+            time.sleep(0.2)
         print(f"before {before}, after {after}")
-        assert after["greenlets"] <= before["greenlets"]
-        assert after["fds"] <= before["fds"]
         # The count of live Subscription objects (0, checked in cycles()) is
         # what finds a leak: one kept per cycle, as blinker's per-sender
         # disconnect did, cost 1.4 KB each, within the noise of RSS (which

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
+from ..ids import CursorProblem
+from ..ids import Record
+from ..ids import Run
 from .base import Backend
-from .base import CursorProblem
-from .base import Record
-from .base import Run
 from .memory import MemoryBackend
 
 __all__ = [

@@ -10,15 +10,15 @@ import collections
 import threading
 import typing as t
 
-from ..event import Event
+from ..ids import by_key
+from ..ids import CursorProblem
+from ..ids import format_id
+from ..ids import Key
+from ..ids import now_ms
+from ..ids import Record
+from ..ids import Run
+from ..wire import Event
 from .base import Backend
-from .base import by_key
-from .base import CursorProblem
-from .base import format_id
-from .base import Key
-from .base import now_ms
-from .base import Record
-from .base import Run
 
 
 class _Channel:
@@ -42,10 +42,16 @@ class MemoryBackend(Backend):
     def __init__(self, history: int, *, channels: int = 10000) -> None:
         super().__init__(history)
         self.max_channels = channels
-        # Held while an id is assigned, stored and delivered, so that threads
-        # publishing at once deliver in id order (a subscriber drops any id at
-        # or below the last one it sent). Nothing inside waits or switches.
+        # Held while an id is assigned and the event stored and queued for
+        # delivery; nothing inside waits, switches or calls out.
         self._lock = threading.Lock()
+        # Runs stored but not yet delivered, in id order. One thread at a
+        # time delivers them, outside the lock: threads publishing at once
+        # still deliver in id order (a subscriber drops any id at or below
+        # the last one it sent), and whatever a delivery calls may publish
+        # again without deadlock (its event joins the queue).
+        self._outbox: collections.deque[Run] = collections.deque()
+        self._delivering = False
         # Least recently published first.
         self._channels: collections.OrderedDict[str, _Channel] = (
             collections.OrderedDict()
@@ -78,8 +84,29 @@ class MemoryBackend(Backend):
             if len(events) == events.maxlen and events:
                 history.trimmed = events[0].key
             events.append(record)
-            self.deliver(Run(channel, (record,)))
+            self._outbox.append(Run(channel, (record,)))
+            if self._delivering:
+                return record  # the thread delivering takes it in turn
+            self._delivering = True
+        self._deliver_queued()
         return record
+
+    def _deliver_queued(self) -> None:
+        outbox = self._outbox
+        while True:
+            with self._lock:
+                if not outbox:
+                    self._delivering = False
+                    return
+                run = outbox.popleft()
+            try:
+                self.deliver(run)
+            except BaseException:
+                # The event is stored; hand the rest to the next publisher
+                # rather than leave them queued for ever.
+                with self._lock:
+                    self._delivering = False
+                raise
 
     def head(self) -> Key:
         return self._last

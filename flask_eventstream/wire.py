@@ -1,4 +1,4 @@
-"""One Server-Sent Event and its exact wire form.
+"""The wire format: one Server-Sent Event, its exact bytes, and the parser.
 
 This module does no I/O and imports nothing from Flask, so the encoding can be
 tested, reused and reasoned about on its own. The rules follow the WHATWG
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Event", "frame_chunk"]
+__all__ = ["Event", "Parser", "frame_chunk", "parse"]
 
 #: Any of the three line breaks the standard accepts splits a data field.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -178,3 +178,111 @@ class Event:
             if getattr(self, name) not in (None, "") or name == "data"
         )
         return f"Event({fields})"
+
+
+class Parser:
+    """An incremental event-stream parser that follows the WHATWG rules.
+
+    Feed it bytes as they arrive; it returns the events dispatched so far.
+    Each event's ``id`` is the stream's last event id when it was dispatched,
+    as ``MessageEvent.lastEventId`` is; ``event`` is ``None`` for ``message``.
+    :attr:`last_event_id` and :attr:`retry` hold the stream's current values.
+
+    :param last_event_id: the id a reconnecting client starts with, as a
+        browser keeps it across reconnections.
+    """
+
+    def __init__(self, last_event_id: str = "") -> None:
+        self._pending = ""
+        self._decoder_buffer = b""
+        self._first = True
+        self._data: list[str] = []
+        self._type = ""
+        self._id_buffer = last_event_id
+        self.last_event_id = last_event_id
+        self.retry: int | None = None
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """Parse ``chunk``; return the events completed by it."""
+        data = self._decoder_buffer + chunk
+        # Keep an incomplete UTF-8 sequence at the end for the next chunk.
+        cut = len(data)
+        for back in range(1, min(4, len(data)) + 1):
+            byte = data[-back]
+            if byte & 0xC0 == 0x80:
+                continue
+            if byte & 0x80 and back < _utf8_length(byte):
+                cut = len(data) - back
+            break
+        self._decoder_buffer = data[cut:]
+        text = self._pending + data[:cut].decode("utf-8", errors="replace")
+        if self._first and text:
+            self._first = False
+            if text.startswith("\ufeff"):
+                text = text[1:]
+        held = ""
+        if text.endswith("\r"):
+            # It may be the first half of "\r\n": decide with the next chunk.
+            text, held = text[:-1], "\r"
+        lines = _LINE_BREAK.split(text)
+        self._pending = lines.pop() + held
+        events: list[Event] = []
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def end(self) -> list[Event]:
+        """The stream ended: a lone CR still held ends its line (it was no
+        half of a CRLF). An event not ended by a blank line is not dispatched.
+        """
+        pending, self._pending = self._pending, ""
+        if not pending.endswith("\r"):
+            return []
+        last = self._line(pending[:-1])
+        return [] if last is None else [last]
+
+    def _line(self, line: str) -> Event | None:
+        if line == "":
+            return self._dispatch()
+        if line.startswith(":"):
+            return None
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._type = value
+        elif name == "id":
+            if "\0" not in value:
+                self._id_buffer = value
+        elif name == "retry":
+            if value.isascii() and value.isdigit():
+                self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> Event | None:
+        self.last_event_id = self._id_buffer
+        data, event_type = self._data, self._type
+        self._data, self._type = [], ""
+        if not data:
+            return None
+        return Event("\n".join(data), event_type or None, self.last_event_id)
+
+
+def _utf8_length(lead: int) -> int:
+    if lead >= 0xF0:
+        return 4
+    if lead >= 0xE0:
+        return 3
+    return 2
+
+
+def parse(data: bytes) -> list[Event]:
+    """Return the events a browser would dispatch for ``data``; an event not
+    ended by a blank line is not dispatched, as at the end of a stream.
+    """
+    parser = Parser()
+    return parser.feed(data) + parser.end()

@@ -1,4 +1,4 @@
-"""The Redis backend: history in Redis Streams, one listener per worker.
+"""The Redis backend's store: history in Redis Streams, ids from one sequence.
 
 Each channel is a stream, ``{prefix}stream:{channel}``, trimmed to about
 ``EVENTSTREAM_HISTORY`` entries. A Lua script assigns every event its id from
@@ -13,40 +13,31 @@ subscribe to) and a small bounded pool for publishing and replay.
 
 from __future__ import annotations
 
-import itertools
 import json
-import logging
-import operator
 import threading
-import time
 import typing as t
 
-from ..errors import BackendUnavailable
-from ..errors import PublishError
-from ..event import Event
-from .base import Backend
-from .base import by_key
-from .base import CursorProblem
-from .base import format_id
-from .base import Key
-from .base import now_ms
-from .base import parse_id
-from .base import Record
-from .base import Run
+import redis
 
-try:
-    import redis
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "EVENTSTREAM_BACKEND names a Redis URL, but the 'redis' package is not"
-        " installed. Install it with: pip install 'flask-eventstream[redis]'"
-    ) from error
+from ...errors import BackendUnavailable
+from ...errors import PublishError
+from ...ids import by_key
+from ...ids import CursorProblem
+from ...ids import format_id
+from ...ids import Key
+from ...ids import now_ms
+from ...ids import parse_id
+from ...ids import Record
+from ...wire import Event
+from ..base import Backend
+from .codec import key_of
+from .codec import record_of
+from .listener import Listener
 
-logger = logging.getLogger("flask_eventstream")
-
-# Assigns the next id of the shared sequence (milliseconds from Redis's clock,
-# never going back), adds the event under it, trims, and sets the expiry.
-_APPEND = """
+#: The Lua script of :meth:`RedisBackend.append`: assigns the next id of the
+#: shared sequence (milliseconds from Redis's clock, never going back), adds
+#: the event under it, trims, and sets the expiry.
+APPEND_SCRIPT = """
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
@@ -71,14 +62,6 @@ if tonumber(ARGV[2]) > 0 then
 end
 return id
 """
-
-#: How long one ``XREAD`` blocks; a new channel also wakes it at once.
-_BLOCK_MS = 5000
-#: Most entries read per stream per ``XREAD``.
-_COUNT = 1000
-_MAX_BACKOFF = 5.0
-#: Longest wait for another subscription to set up a channel's listening.
-_SETUP_TIMEOUT = 10.0
 
 
 class RedisBackend(Backend):
@@ -118,23 +101,20 @@ class RedisBackend(Backend):
             socket_connect_timeout=2,
         )
         self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
-        self._append = self.redis.register_script(_APPEND)
+        self._append = self.redis.register_script(APPEND_SCRIPT)
         self._lock = threading.Lock()
-        #: stream key -> the id after which the listener reads it
-        self._cursors: dict[bytes, bytes] = {}
-        self._channels: dict[bytes, str] = {}
-        #: stream key -> set once its cursor is in place (see listen)
-        self._starting: dict[bytes, threading.Event] = {}
-        self._listener: threading.Thread | None = None
-        self._listener_id: int | None = None
-        self._stopped = False
-        self._wake = threading.Event()
         #: The head read that callers of head() are waiting for.
         self._asking: _HeadRead | None = None
         self._head_gate = threading.Lock()
-        #: A CLIENT UNBLOCK is on its way: the listener's next XREAD will
-        #: include every stream added before it.
-        self._unblocking = False
+        # Looked up at each call: deliver and revoke are set after this.
+        self._listener = Listener(
+            url,
+            self.redis,
+            self._control,
+            lambda: self.head(),
+            lambda run: self.deliver(run),
+            lambda channel: self.revoke(channel),
+        )
 
     def _key(self, channel: str) -> str:
         return f"{self.prefix}stream:{channel}"
@@ -184,7 +164,7 @@ class RedisBackend(Backend):
                     if self._asking is ask:
                         self._asking = None  # later callers wait for the next
                 try:
-                    ask.key = _key_of(self.redis.get(self._last_key))
+                    ask.key = key_of(self.redis.get(self._last_key))
                 except redis.RedisError as error:
                     ask.error = BackendUnavailable(f"Redis is unavailable: {error}")
                 ask.done = True
@@ -198,10 +178,8 @@ class RedisBackend(Backend):
         # clients connect at once. Not for a quiet channel's old cursor when
         # history expires: resuming from it could look like expired history.
         if len(channels) == 1:
-            with self._lock:
-                cursor = self._cursors.get(self._key(channels[0]).encode())
-            if cursor is not None:
-                key = _key_of(cursor)
+            key = self._listener.cursor(self._key(channels[0]).encode())
+            if key is not None:
                 if not self.ttl or key[0] > now_ms() - self.ttl * 500:
                     return key
         return self.head()
@@ -218,7 +196,7 @@ class RedisBackend(Backend):
                 replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as error:
             raise BackendUnavailable(f"Redis is unavailable: {error}") from error
-        head = _key_of(replies[0])
+        head = key_of(replies[0])
         if after > head:
             raise CursorProblem("unknown", "The cursor was never assigned here.")
         found: list[Record] = []
@@ -238,14 +216,14 @@ class RedisBackend(Backend):
             # a cursor before the first entry kept may have missed some.
             # (A reset when in doubt, never a silent gap.)
             trimmed = info["entries-added"] > info["length"]
-            first = _key_of(info.get("recorded-first-entry-id"))
+            first = key_of(info.get("recorded-first-entry-id"))
             if trimmed and after < first:
                 raise CursorProblem(
                     "expired",
                     f"Events of channel {channel!r} after the cursor are no"
                     " longer kept (EVENTSTREAM_HISTORY).",
                 )
-            found.extend(_record(channel, id, fields) for id, fields in entries)
+            found.extend(record_of(channel, id, fields) for id, fields in entries)
         found.sort(key=by_key)
         return found
 
@@ -256,136 +234,17 @@ class RedisBackend(Backend):
         # must read the channel from a point no later than that read, or the
         # events between the two would reach no one: so a subscription whose
         # channel is still being set up by another one waits for it.
-        key = self._key(channel).encode()
-        with self._lock:
-            if key in self._cursors:
-                return
-            ready = self._starting.get(key)
-            owner = ready is None
-            if ready is None:
-                ready = self._starting[key] = threading.Event()
-        if not owner:
-            ready.wait(_SETUP_TIMEOUT)
-            if key not in self._cursors:
-                raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
-            return
-        try:
-            start = format_id(self.head()).encode()
-            with self._lock:
-                self._cursors.setdefault(key, start)
-                self._cursors.setdefault(self._control, start)
-                self._channels[key] = channel
-                if self._listener is None:
-                    self._listener = threading.Thread(
-                        target=self._listen, name="eventstream-listener", daemon=True
-                    )
-                    self._listener.start()
-        finally:
-            with self._lock:
-                self._starting.pop(key, None)
-            ready.set()
-        self._wake.set()
-        listener_id = self._listener_id
-        if listener_id is not None and not self._unblocking:
-            # It may block in XREAD without this stream: wake it now (once for
-            # every channel added meanwhile: clients come in bursts).
-            self._unblocking = True
-            try:
-                self.redis.client_unblock(listener_id)
-            except redis.RedisError:
-                self._unblocking = False  # it wakes by itself within _BLOCK_MS
+        self._listener.listen(self._key(channel).encode(), channel)
 
     def unlisten(self, channel: str) -> None:
-        key = self._key(channel).encode()
-        with self._lock:
-            self._cursors.pop(key, None)
-            self._channels.pop(key, None)
-            if not self._channels:
-                self._cursors.pop(self._control, None)
-
-    def _listen(self) -> None:
-        failures = 0
-        connection: redis.Redis | None = None
-        while not self._stopped:
-            try:
-                if connection is None:
-                    connection = redis.Redis.from_url(
-                        self.url,
-                        socket_timeout=_BLOCK_MS / 1000 + 5,
-                        socket_connect_timeout=2,
-                        single_connection_client=True,
-                    )
-                    self._listener_id = connection.client_id()
-                    if failures:
-                        logger.warning("Redis listener reconnected.")
-                    failures = 0
-                with self._lock:
-                    streams: dict[t.Any, t.Any] = dict(self._cursors)
-                    self._unblocking = False
-                if not streams:
-                    self._wake.clear()
-                    self._wake.wait(1.0)
-                    continue
-                reply = connection.xread(streams, count=_COUNT, block=_BLOCK_MS)
-            except redis.RedisError as error:
-                self._listener_id = None
-                if connection is not None:
-                    connection.close()
-                    connection = None
-                delay = min(_MAX_BACKOFF, 0.1 * 2**failures)
-                failures += 1
-                logger.warning(
-                    "Redis listener lost its connection (%s); retrying in %.1fs.",
-                    error,
-                    delay,
-                )
-                time.sleep(delay)
-                continue
-            if reply:
-                self._dispatch(reply)
-        if connection is not None:
-            connection.close()
-
-    def _dispatch(self, reply: t.Any) -> None:
-        # Ids are one sequence across streams. When COUNT cut a stream short,
-        # entries of other streams past its last one wait for the next read,
-        # so events reach subscribers in id order.
-        horizon: Key | None = None
-        batch: list[tuple[bytes, Record]] = []
-        for stream_key, entries in reply:
-            if stream_key == self._control:
-                channel: str | None = ""
-            else:
-                channel = self._channels.get(stream_key)
-            if channel is None or not entries:
-                continue
-            if len(entries) >= _COUNT:
-                last = _key_of(entries[-1][0])
-                horizon = last if horizon is None else min(horizon, last)
-            for id, fields in entries:
-                batch.append((stream_key, _record(channel, id, fields)))
-        batch.sort(key=lambda item: item[1].key)
-        if horizon is not None:
-            batch = [item for item in batch if item[1].key <= horizon]
-        # Consecutive events of one channel go to its clients as one run.
-        for stream_key, items in itertools.groupby(batch, key=operator.itemgetter(0)):
-            records = [record for _, record in items]
-            with self._lock:
-                if stream_key in self._cursors:
-                    self._cursors[stream_key] = format_id(records[-1].key).encode()
-            if stream_key == self._control:
-                for record in records:
-                    self.revoke(record.event.data)
-            else:
-                self.deliver(Run(records[0].channel, records))
+        self._listener.unlisten(self._key(channel).encode())
 
     def close(self) -> None:
-        self._stopped = True
-        self._wake.set()
+        self._listener.stop()
         self.redis.close()
 
     def stats(self) -> dict[str, t.Any]:
-        return {"backend": "redis", "listening": len(self._cursors)}
+        return {"backend": "redis", "listening": len(self._listener.cursors)}
 
     def report(self, worker: str, figures: dict[str, t.Any], ttl: float) -> None:
         key = f"{self.prefix}worker:{worker}"
@@ -419,21 +278,3 @@ class _HeadRead:
         self.done = False
         self.key: Key = (0, 0)
         self.error: BackendUnavailable | None = None
-
-
-def _key_of(raw: bytes | str | None) -> Key:
-    if raw is None:
-        return (0, 0)
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    return parse_id(text) or (0, 0)
-
-
-def _record(channel: str, raw_id: bytes, fields: dict[bytes, bytes]) -> Record:
-    id = raw_id.decode()
-    event = fields.get(b"e")
-    stored = Event(
-        fields.get(b"d", b"").decode(),
-        event.decode() if event is not None else None,
-        id,
-    )
-    return Record(channel, _key_of(raw_id), stored)

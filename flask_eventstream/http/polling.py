@@ -25,40 +25,38 @@ from flask import Response
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import ServiceUnavailable
 
-from .backends.base import Record
-from .errors import BackendUnavailable
-from .subscription import RESET_EVENT
-from .subscription import Subscription
+from ..errors import BackendUnavailable
+from ..ids import Record
+from ..ids import RESET_EVENT
+from ..subscription import Subscription
+from .body import Body
+from .cors import cors_headers
+from .sse import Options
 
-if t.TYPE_CHECKING:
-    from .streaming import _Options
 
-
-def poll_response(sub: Subscription, options: _Options, *, longpoll: bool) -> Response:
-    from .streaming import Body
-    from .streaming import cors_headers
-
-    state = sub._state
-    timeout = _timeout(state.poll_timeout) if longpoll else 0.0
+def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Response:
+    """Answer a poll (at once) or a long-poll (when an event comes)."""
+    hub = sub.hub
+    timeout = _timeout(hub.settings.poll_timeout) if longpoll else 0.0
     try:
         records, announce = sub.open() if longpoll else sub.replay()
     except BackendUnavailable as error:
         sub.close("unavailable")
-        state.count("errors")
-        state.logger.warning("Poll of %s not answered: %s", sub, error)
+        hub.count("errors")
+        hub.logger.warning("Poll of %s not answered: %s", sub, error)
         unavailable = ServiceUnavailable(f"Events cannot be read now: {error}")
         unavailable.retry_after = 2
         raise unavailable from None
     if longpoll:
         gen = _longpoll_body(sub, options, timeout, records, announce)
-        waiting = Body(gen, sub.close, state, name=repr(sub), sse=False)
-        sub._on_drop = waiting.cut
+        waiting = Body(gen, sub.close, hub, name=repr(sub), sse=False)
+        sub.serve(None, waiting.drop)
         body: t.Iterable[bytes] = waiting
     else:
         body = [_answer(sub, records, announce, options)]
     response = Response(body, mimetype="application/json", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
-    cors_headers(response, state)
+    cors_headers(response, hub.settings)
     return response
 
 
@@ -82,12 +80,12 @@ def _timeout(limit: float) -> float:
 
 def _longpoll_body(
     sub: Subscription,
-    options: _Options,
+    options: Options,
     timeout: float,
     records: list[Record],
     announce: str | None,
 ) -> t.Generator[bytes, None, None]:
-    state = sub._state
+    hub = sub.hub
     try:
         if not records:
             yield b" "  # the head goes out now: the client knows it is connected
@@ -103,16 +101,16 @@ def _longpoll_body(
                 records = fresh
             elif time.monotonic() < deadline:
                 yield b" "
-        state.count("delivered", len(records))
+        hub.count("delivered", len(records))
         yield _answer(sub, records, announce, options)
     finally:
         sub.close()
 
 
 def _answer(
-    sub: Subscription, records: list[Record], announce: str | None, options: _Options
+    sub: Subscription, records: list[Record], announce: str | None, options: Options
 ) -> bytes:
-    records = records[: sub._state.poll_batch]
+    records = records[: sub.hub.settings.poll_batch]
     events = [record.event.to_dict() for record in records]
     if records:
         last: str | None = records[-1].event.id

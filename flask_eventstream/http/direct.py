@@ -20,12 +20,10 @@ rewrites response bodies between the app and gunicorn, which it would bypass.
 from __future__ import annotations
 
 import sys
-import time
 import typing as t
 
-if t.TYPE_CHECKING:
-    from .backends.base import Run
-    from .streaming import Body
+from ..ids import Run
+from .body import Body
 
 #: Where :func:`capture_start_response` keeps the server's ``start_response``.
 ENVIRON_KEY = "flask_eventstream.start_response"
@@ -47,7 +45,9 @@ def capture_start_response(wsgi_app: WSGIApp) -> WSGIApp:
 
 
 class DirectWriter:
-    """Writes whole events to one client's socket without blocking."""
+    """Writes whole events to one client's socket without blocking: the
+    :class:`~flask_eventstream.subscription.Sink` of a stream.
+    """
 
     __slots__ = ("_raw", "_response", "body", "pending")
 
@@ -109,13 +109,13 @@ class DirectWriter:
             return True
         body = self.body
         if body is not None:
-            body.writing_since = time.monotonic()
+            body.begin_write()
         try:
             self._response.sock.sendall(pending)
         except OSError:
             return False
         finally:
             if body is not None:
-                body.writing_since = None
+                body.end_write()
         self._response.sent += len(pending)
         return True

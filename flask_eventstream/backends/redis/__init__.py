@@ -1,0 +1,23 @@
+"""The Redis backend: history in Redis Streams, one listener per worker.
+
+Each channel is a stream, ``{prefix}stream:{channel}``, trimmed to about
+``EVENTSTREAM_HISTORY`` entries (:mod:`.store`); each worker reads the
+streams its clients subscribe to with one blocking ``XREAD``
+(:mod:`.listener`). A worker holds a constant number of connections, whatever
+its client count: one for its listener and a small bounded pool for
+publishing and replay.
+"""
+
+from __future__ import annotations
+
+try:
+    import redis as _redis  # noqa: F401 - the check below, nothing else
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "EVENTSTREAM_BACKEND names a Redis URL, but the 'redis' package is not"
+        " installed. Install it with: pip install 'flask-eventstream[redis]'"
+    ) from error
+
+from .store import RedisBackend
+
+__all__ = ["RedisBackend"]

@@ -1,0 +1,22 @@
+"""HTTP: the bodies that serve subscriptions and generator views (streams,
+polls, long-polls), the :func:`stream` decorator, CORS and direct writes.
+
+Nothing here keeps a request context past the view: bodies keep the app's
+:class:`~flask_eventstream.hub.Hub` and what the view read.
+"""
+
+from __future__ import annotations
+
+from .cors import preflight
+from .direct import capture_start_response
+from .request import request_cursor
+from .request import short_poll
+from .views import stream
+
+__all__ = [
+    "capture_start_response",
+    "preflight",
+    "request_cursor",
+    "short_poll",
+    "stream",
+]

@@ -1,0 +1,43 @@
+"""What a request asks of a subscription: the cursor it resumes after, and
+whether it is a poll.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import has_request_context
+from flask import request
+from werkzeug.exceptions import BadRequest
+
+#: Longest cursor read from a request; ids the backends assign are far shorter.
+MAX_CURSOR_LENGTH = 64
+#: What a cursor from a request is made of: the digits and ``-`` of an id.
+CURSOR_PATTERN = re.compile(r"\A[0-9-]+\Z")
+
+
+def short_poll() -> bool:
+    """Whether this request is a poll: answered at once, it holds no
+    connection, so the connection limit does not refuse it.
+    """
+    return has_request_context() and request.args.get("transport") == "poll"
+
+
+def request_cursor() -> str | None:
+    """The cursor this request resumes after: its ``Last-Event-ID`` header,
+    else its ``lastEventId`` query argument; ``None`` without one.
+
+    :raises BadRequest: for a cursor that is not made of an id's characters.
+    """
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = request.args.get("lastEventId")
+    if not raw:
+        return None
+    if len(raw) > MAX_CURSOR_LENGTH or CURSOR_PATTERN.match(raw) is None:
+        raise BadRequest(
+            f"The cursor (Last-Event-ID or lastEventId) must be at most"
+            f" {MAX_CURSOR_LENGTH} digits and '-'; send back an id this server"
+            " sent."
+        )
+    return raw

@@ -1,0 +1,129 @@
+"""The :func:`stream` decorator: what a view returns, served by transport.
+
+A view decorated with :func:`stream` returns either
+
+- a :class:`Subscription` (from :meth:`EventStream.subscribe`): served as an
+  SSE stream, or as a poll or long-poll answer (``?transport=``). The stream
+  keeps no request context: it needs none, and each one costs memory for as
+  long as the client stays connected;
+- an iterable, usually a generator: each item (:class:`Event`, ``str``,
+  ``bytes`` already encoded, or a ``dict`` of :class:`Event` fields) is sent
+  as it comes. The generator runs in a thread (a greenlet under gevent) of
+  its own with a copy of the request context, so it can use ``request``,
+  ``session`` and ``g``; that context stays alive as long as the stream. While
+  the generator is busy the stream still sends heartbeats;
+- a :class:`~flask.Response`, sent as it is (return ``("", 204)`` to tell a
+  browser to stop reconnecting).
+"""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+
+from flask import request
+from werkzeug.exceptions import BadRequest
+from werkzeug.wrappers import Response as BaseResponse
+
+from ..subscription import Subscription
+from .body import Body
+from .context import current_hub
+from .cors import STREAM_VIEW
+from .generator import generator_body
+from .generator import Runner
+from .polling import poll_response
+from .sse import check_retry
+from .sse import Options
+from .sse import sse_response
+from .sse import stream_response
+
+F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+
+TRANSPORTS = ("eventsource", "poll", "longpoll")
+
+
+@t.overload
+def stream(view: F) -> F: ...
+
+
+@t.overload
+def stream(
+    *,
+    heartbeat: float | None = None,
+    retry: int | None = None,
+    headers: t.Mapping[str, str] | None = None,
+) -> t.Callable[[F], F]: ...
+
+
+def stream(
+    view: F | None = None,
+    *,
+    heartbeat: float | None = None,
+    retry: int | None = None,
+    headers: t.Mapping[str, str] | None = None,
+) -> F | t.Callable[[F], F]:
+    """Serve a view as Server-Sent Events; use bare or with options.
+
+    :param heartbeat: seconds of silence before a keep-alive comment; default
+        ``EVENTSTREAM_HEARTBEAT``.
+    :param retry: the reconnection delay in milliseconds sent to the client
+        when the stream opens; default ``EVENTSTREAM_RETRY``.
+    :param headers: extra response headers.
+
+    .. versionadded:: 0.1
+    """
+    if heartbeat is not None and not heartbeat > 0:
+        raise ValueError(f"heartbeat must be a positive number, not {heartbeat!r}.")
+    check_retry(retry)
+
+    def decorator(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            rv = fn(*args, **kwargs)
+            return respond(rv, heartbeat=heartbeat, retry=retry, headers=headers)
+
+        setattr(wrapper, STREAM_VIEW, True)
+        return t.cast(F, wrapper)
+
+    if view is not None:
+        return decorator(view)
+    return decorator
+
+
+def respond(
+    rv: t.Any,
+    *,
+    heartbeat: float | None = None,
+    retry: int | None = None,
+    headers: t.Mapping[str, str] | None = None,
+) -> t.Any:
+    """Turn what a :func:`stream` view returned into its response."""
+    if isinstance(rv, (BaseResponse, tuple)):
+        return rv
+    hub = current_hub()
+    options = Options(hub, heartbeat, retry)
+    transport = request.args.get("transport", "eventsource")
+    if transport not in TRANSPORTS:
+        raise BadRequest(
+            f"Unknown transport {transport[:40]!r}: use one of {', '.join(TRANSPORTS)}."
+        )
+    if isinstance(rv, Subscription):
+        if transport != "eventsource":
+            return poll_response(rv, options, longpoll=transport == "longpoll")
+        return stream_response(rv, options, headers)
+    if isinstance(rv, (str, bytes, dict)) or not hasattr(rv, "__iter__"):
+        raise TypeError(
+            "A view decorated with @stream must return a Subscription, an"
+            f" iterable of events (a generator), or a Response, not"
+            f" {type(rv).__name__}."
+        )
+    if transport != "eventsource":
+        raise BadRequest(
+            "This stream is produced by a generator view and cannot be polled:"
+            " only views that return 'events.subscribe(...)' answer polls."
+        )
+    runner = Runner(iter(rv), options)
+    name = f"the generator view {request.path}"
+    gen = generator_body(runner, options)
+    body = Body(gen, runner.stop, hub, name=name, retry=options.retry)
+    return sse_response(body, hub, headers)

@@ -1,0 +1,116 @@
+"""The live parts of one app in one worker: settings, backend, bus, monitor,
+figures, and the guest-safe sending of signals.
+
+The extension makes one :class:`Hub` per app; subscriptions and HTTP bodies
+keep it instead of the app or the request. It holds the app weakly, so an
+open stream keeps neither alive.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+import weakref
+
+from blinker import Signal
+
+from . import signals
+from .backends import create_backend
+from .bus import Bus
+from .monitor import Monitor
+from .monitor import REPORT_TTL
+from .monitor import Reporter
+from .monitor import worker_name
+from .settings import Settings
+
+logger = logging.getLogger("flask_eventstream")
+
+#: The counters of :meth:`EventStream.stats`, in the order it lists them.
+COUNTERS = (
+    "published",
+    "delivered",
+    "dropped",
+    "replayed",
+    "resets",
+    "refused",
+    "revoked",
+    "errors",
+    "callback_errors",
+)
+
+
+class Revocable(t.Protocol):
+    """What :meth:`Hub.revoke` ends: the owner of a bus receiver."""
+
+    def close(self, reason: str = "closed") -> bool: ...
+
+
+class Hub:
+    """One app's backend, bus, monitor and figures in this worker.
+
+    :param app: the app (held weakly; the sender of every signal).
+    :param config: its configuration, with every ``EVENTSTREAM_*`` key set.
+    :raises ValueError: for a configuration value out of range.
+    """
+
+    def __init__(self, app: object, config: t.Mapping[str, t.Any]) -> None:
+        self._app = weakref.ref(app)
+        self.logger = logger
+        self.settings = settings = Settings(config)
+        self.bus = Bus()
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: Open subscriptions (streams and long-polls) in this worker.
+        self.connections = 0
+        self.backend = create_backend(
+            settings.backend_url,
+            settings.history,
+            ttl=settings.history_ttl,
+            prefix=settings.redis_prefix,
+            channels=settings.history_channels,
+        )
+        self.backend.deliver = self.bus.deliver
+        self.backend.revoke = self.revoke
+        #: Called with this worker's figures every few seconds while it holds
+        #: streams: the backend's (``flask eventstream stats``), then any added
+        #: later (the Prometheus exporter's sync).
+        self.reporters: list[Reporter] = [self._report_to_backend]
+        self.monitor = Monitor(settings, self.figures, self.reporters)
+
+    @property
+    def app(self) -> t.Any:
+        """The app, or ``None`` once it is gone."""
+        return self._app()
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] += amount
+
+    def send(self, signal: Signal, **kwargs: t.Any) -> None:
+        """Send ``signal`` from the app, each receiver as a guest: one that
+        raises is logged and counted, and the rest run.
+        """
+        failed = signals.send(signal, self.app, **kwargs)
+        if failed:
+            self.count("callback_errors", failed)
+
+    def revoke(self, channel: str) -> None:
+        """End this worker's live subscriptions of ``channel``."""
+        closed = 0
+        for receiver in self.bus.receivers(channel):
+            owner: Revocable | None = getattr(receiver, "__self__", None)
+            if owner is not None and owner.close("revoked"):
+                closed += 1
+        if closed:
+            self.count("revoked", closed)
+            self.logger.info("Closed %d subscriptions of %r.", closed, channel)
+
+    def figures(self) -> dict[str, t.Any]:
+        """This worker's figures, as reported to the backend."""
+        return {
+            "worker": worker_name(),
+            "connections": self.connections,
+            "channels": self.bus.subscribers(),
+            "counters": dict(self.counters),
+        }
+
+    def _report_to_backend(self, figures: dict[str, t.Any]) -> None:
+        self.backend.report(figures["worker"], figures, REPORT_TTL)

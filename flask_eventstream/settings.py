@@ -1,0 +1,109 @@
+"""The configuration keys, their defaults, and the checked settings of one app.
+
+This module reads a plain mapping (``app.config``) and imports nothing from
+Flask, so every layer below the extension can use what it checked.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+#: Every configuration key with its default; ``init_app`` sets each one with
+#: ``app.config.setdefault``.
+DEFAULTS: dict[str, t.Any] = {
+    "EVENTSTREAM_BACKEND": "memory",
+    "EVENTSTREAM_HISTORY": 1000,
+    "EVENTSTREAM_HEARTBEAT": 15.0,
+    "EVENTSTREAM_RETRY": 3000,
+    "EVENTSTREAM_URL_PREFIX": "/events",
+    "EVENTSTREAM_QUEUE_SIZE": 1000,
+    "EVENTSTREAM_MAX_CONNECTIONS": 10000,
+    "EVENTSTREAM_MAX_CHANNELS": 32,
+    "EVENTSTREAM_MAX_EVENT_BYTES": 65536,
+    "EVENTSTREAM_POLL_TIMEOUT": 25.0,
+    "EVENTSTREAM_POLL_BATCH": 500,
+    "EVENTSTREAM_CORS_ORIGINS": None,
+    "EVENTSTREAM_CORS_CREDENTIALS": False,
+    "EVENTSTREAM_HISTORY_TTL": None,
+    "EVENTSTREAM_REDIS_PREFIX": "eventstream:",
+    "EVENTSTREAM_MAX_LIFETIME": None,
+    "EVENTSTREAM_SEND_TIMEOUT": 30.0,
+    "EVENTSTREAM_SEND_BUFFER": None,
+    "EVENTSTREAM_HISTORY_CHANNELS": 10000,
+    "EVENTSTREAM_DIRECT_WRITES": True,
+}
+
+#: Channel names: letters, digits and ``_ . : -``, 1 to 128 characters. They
+#: appear in URLs, Redis keys and logs, where anything else needs escaping.
+CHANNEL_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
+
+
+def check_channel(channel: object) -> str | None:
+    """Return why ``channel`` is not a valid channel name, or ``None``."""
+    if not isinstance(channel, str):
+        return f"A channel name must be a str, not {type(channel).__name__}."
+    if CHANNEL_PATTERN.match(channel) is None:
+        return (
+            f"Invalid channel name {channel[:140]!r}: use 1 to 128 letters,"
+            " digits, '_', '.', ':' or '-'."
+        )
+    return None
+
+
+def _positive(config: t.Mapping[str, t.Any], key: str, kind: type) -> t.Any:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{key} must be a positive number, not {value!r}.")
+    return kind(value)
+
+
+def _optional(config: t.Mapping[str, t.Any], key: str, kind: type) -> t.Any:
+    return None if config[key] is None else _positive(config, key, kind)
+
+
+class Settings:
+    """The checked ``EVENTSTREAM_*`` values of one app.
+
+    :raises ValueError: for a value out of range, naming the key.
+    """
+
+    def __init__(self, config: t.Mapping[str, t.Any]) -> None:
+        self.backend_url: str = config["EVENTSTREAM_BACKEND"]
+        self.history: int = _positive(config, "EVENTSTREAM_HISTORY", int)
+        self.history_ttl: float | None = _optional(
+            config, "EVENTSTREAM_HISTORY_TTL", float
+        )
+        self.history_channels: int = _positive(
+            config, "EVENTSTREAM_HISTORY_CHANNELS", int
+        )
+        self.redis_prefix: str = config["EVENTSTREAM_REDIS_PREFIX"]
+        self.heartbeat: float = _positive(config, "EVENTSTREAM_HEARTBEAT", float)
+        self.queue_size: int = _positive(config, "EVENTSTREAM_QUEUE_SIZE", int)
+        self.max_connections: int = _positive(
+            config, "EVENTSTREAM_MAX_CONNECTIONS", int
+        )
+        self.max_channels: int = _positive(config, "EVENTSTREAM_MAX_CHANNELS", int)
+        self.max_event_bytes: int = _positive(
+            config, "EVENTSTREAM_MAX_EVENT_BYTES", int
+        )
+        self.poll_timeout: float = _positive(config, "EVENTSTREAM_POLL_TIMEOUT", float)
+        self.poll_batch: int = _positive(config, "EVENTSTREAM_POLL_BATCH", int)
+        self.send_timeout: float = _positive(config, "EVENTSTREAM_SEND_TIMEOUT", float)
+        self.send_buffer: int | None = _optional(config, "EVENTSTREAM_SEND_BUFFER", int)
+        self.max_lifetime: float | None = _optional(
+            config, "EVENTSTREAM_MAX_LIFETIME", float
+        )
+        retry = config["EVENTSTREAM_RETRY"]
+        if retry is not None and (type(retry) is not int or retry < 0):
+            raise ValueError(
+                f"EVENTSTREAM_RETRY must be a non-negative int of milliseconds"
+                f" or None, not {retry!r}."
+            )
+        self.retry: int | None = retry
+        origins = config["EVENTSTREAM_CORS_ORIGINS"]
+        if isinstance(origins, str):
+            origins = [origins]
+        self.cors_origins: frozenset[str] = frozenset(origins or ())
+        self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
+        self.direct_writes = bool(config["EVENTSTREAM_DIRECT_WRITES"])
