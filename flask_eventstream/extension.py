@@ -217,6 +217,8 @@ class EventStream:
         """
         hub = self.hub_for()
         settings = hub.settings
+        # Before authorize: a revocation while it runs ends the subscription.
+        mark = hub.revocation_mark()
         if not channels:
             _refuse(hub, BadRequest("Subscribe to at least one channel."), "none")
         if len(channels) > settings.max_channels:
@@ -245,7 +247,7 @@ class EventStream:
             _refuse(hub, error, "the worker holds %d streams.", hub.connections)
         if last_event_id is _FROM_REQUEST:
             last_event_id = request_cursor() if has_request_context() else None
-        return Subscription(hub, unique, last_event_id)
+        return Subscription(hub, unique, last_event_id, mark=mark)
 
     def _allowed(self, hub: Hub, channel: str) -> bool:
         # The user's function is a guest: an HTTP error it raises (abort(401))

@@ -8,6 +8,7 @@ open stream keeps neither alive.
 
 from __future__ import annotations
 
+import collections
 import logging
 import typing as t
 import weakref
@@ -36,7 +37,11 @@ COUNTERS = (
     "revoked",
     "errors",
     "callback_errors",
+    "gaps",
 )
+
+#: Channels whose latest revocation a worker remembers (see Hub.revoke).
+REVOCATIONS_KEPT = 10000
 
 
 class Revocable(t.Protocol):
@@ -70,6 +75,13 @@ class Hub:
         )
         self.backend.deliver = self.bus.deliver
         self.backend.revoke = self.revoke
+        self.backend.lost = self.lose
+        # Revocations seen by this worker, numbered, so that a subscription
+        # whose authorize ran meanwhile can tell (see revoked_since).
+        self._revocations = 0
+        self._revoked: collections.OrderedDict[str, int] = collections.OrderedDict()
+        #: Revocations up to this number may be forgotten: assume any was.
+        self._revoked_floor = 0
         #: Called with this worker's figures every few seconds while it holds
         #: streams: the backend's (``flask eventstream stats``), then any added
         #: later (the Prometheus exporter's sync).
@@ -93,15 +105,57 @@ class Hub:
             self.count("callback_errors", failed)
 
     def revoke(self, channel: str) -> None:
-        """End this worker's live subscriptions of ``channel``."""
-        closed = 0
-        for receiver in self.bus.receivers(channel):
-            owner: Revocable | None = getattr(receiver, "__self__", None)
-            if owner is not None and owner.close("revoked"):
-                closed += 1
+        """End this worker's live subscriptions of ``channel``, and remember
+        it for those still being authorized.
+        """
+        self._revocations += 1
+        self._revoked[channel] = self._revocations
+        self._revoked.move_to_end(channel)
+        if len(self._revoked) > REVOCATIONS_KEPT:
+            _, forgotten = self._revoked.popitem(last=False)
+            self._revoked_floor = max(self._revoked_floor, forgotten)
+        closed = self._end(channel, "revoked")
         if closed:
             self.count("revoked", closed)
             self.logger.info("Closed %d subscriptions of %r.", closed, channel)
+
+    def revocation_mark(self) -> int:
+        """The revocations seen so far: take it before ``authorize`` runs."""
+        return self._revocations
+
+    def revoked_since(self, mark: int, channels: t.Iterable[str]) -> bool:
+        """Whether one of ``channels`` was revoked after ``mark``."""
+        if mark < self._revoked_floor:
+            return True
+        return any(self._revoked.get(channel, 0) > mark for channel in channels)
+
+    def lose(self, channel: str | None, reason: str) -> None:
+        """The backend may have missed events of ``channel`` (``None``: of
+        any, or a revocation) for this worker: end the subscriptions
+        concerned; their clients resume from history or get a reset.
+        """
+        if channel is None:
+            # A revocation may be among what was missed.
+            self._revocations += 1
+            self._revoked_floor = self._revocations
+        closed = self._end(channel, reason)
+        self.count("gaps", closed)
+        self.logger.warning(
+            "Ended %d subscriptions of %s (%s).",
+            closed,
+            channel or "every channel",
+            reason,
+        )
+
+    def _end(self, channel: str | None, reason: str) -> int:
+        channels = [channel] if channel is not None else list(self.bus.subscribers())
+        closed = 0
+        for name in channels:
+            for receiver in self.bus.receivers(name):
+                owner: Revocable | None = getattr(receiver, "__self__", None)
+                if owner is not None and owner.close(reason):
+                    closed += 1
+        return closed
 
     def figures(self) -> dict[str, t.Any]:
         """This worker's figures, as reported to the backend."""

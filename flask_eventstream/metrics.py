@@ -45,6 +45,8 @@ _HELP = {
     "errors": "Backend errors.",
     "callback_errors": "Exceptions raised by user callbacks (signal receivers,"
     " authorize), caught and logged.",
+    "gaps": "Subscriptions ended because events may have been missed (a lagging"
+    " worker, a lost store); their clients resume or reset.",
 }
 
 

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_DIRECT_WRITES": True,
 }
 
+#: The most bytes of events one replay read brings into a worker.
+REPLAY_BYTES = 8 * 1024 * 1024
+
 #: Channel names: letters, digits and ``_ . : -``, 1 to 128 characters. They
 #: appear in URLs, Redis keys and logs, where anything else needs escaping.
 CHANNEL_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z")
@@ -87,6 +90,9 @@ class Settings:
         self.max_event_bytes: int = _positive(
             config, "EVENTSTREAM_MAX_EVENT_BYTES", int
         )
+        #: Events read from the store at a time for a replay: at most about
+        #: REPLAY_BYTES, whatever the events' size.
+        self.replay_page = max(1, min(1000, REPLAY_BYTES // self.max_event_bytes))
         self.poll_timeout: float = _positive(config, "EVENTSTREAM_POLL_TIMEOUT", float)
         self.poll_batch: int = _positive(config, "EVENTSTREAM_POLL_BATCH", int)
         self.send_timeout: float = _positive(config, "EVENTSTREAM_SEND_TIMEOUT", float)

@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import json
 import threading
 import typing as t
 
 from . import signals
 from .errors import BackendUnavailable
 from .hub import Hub
-from .ids import CursorProblem
-from .ids import format_id
 from .ids import Key
-from .ids import parse_id
 from .ids import Record
-from .ids import RESET_EVENT
 from .ids import Run
+from .replay import Replay
 from .wire import Event
 
 
@@ -73,11 +69,18 @@ class Subscription:
         "_on_drop",
         "_sink",
         "_armed",
+        "_replay",
+        "_mark",
         "__weakref__",
     )
 
     def __init__(
-        self, hub: Hub, channels: tuple[str, ...], last_event_id: str | None
+        self,
+        hub: Hub,
+        channels: tuple[str, ...],
+        last_event_id: str | None,
+        *,
+        mark: int | None = None,
     ) -> None:
         #: The channels, in the order they were given.
         self.channels = channels
@@ -94,6 +97,9 @@ class Subscription:
         self._on_drop: t.Callable[[], None] | None = None
         self._sink: Sink | None = None
         self._armed = False
+        self._replay = Replay(hub, channels, last_event_id, repr(self))
+        #: The hub's revocation count before ``authorize`` ran for it.
+        self._mark = hub.revocation_mark() if mark is None else mark
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
@@ -125,7 +131,7 @@ class Subscription:
         """The sink set by :meth:`serve`, until the subscription ends."""
         return self._sink
 
-    def open(self) -> tuple[list[Record], str | None]:
+    def open(self, limit: int | None = None) -> tuple[list[Record], str | None]:
         """Connect to the bus, then read what the client missed.
 
         Return the records to send first (stored events after the cursor, or
@@ -149,48 +155,38 @@ class Subscription:
             if running is not None:
                 running.append(self)
             hub.send(signals.client_connected, subscription=self)
-            return self.replay()
+            records = self.replay(limit)
+            # A close_channel that came while authorize ran (or before this
+            # joined the bus) ended nothing here: end it now.
+            if hub.revoked_since(self._mark, self.channels):
+                self.close("revoked")
+            return records
         except BaseException as error:
             # Whatever failed, the slot and the bus receivers are released.
             unavailable = isinstance(error, BackendUnavailable)
             self.close("unavailable" if unavailable else "error")
             raise
 
-    def replay(self) -> tuple[list[Record], str | None]:
+    def replay(self, limit: int | None = None) -> tuple[list[Record], str | None]:
         """Read what the client missed, without connecting to the bus (a poll
-        does only this): see :meth:`open`.
+        does only this): see :meth:`open`. At most ``limit`` records (default:
+        a page, bounded in bytes); :meth:`more` reads the next page.
         """
-        hub = self.hub
-        backend = hub.backend
-        cursor = self.last_event_id
-        if cursor is None:
-            # A poll is on no bus: it starts at the newest id of all.
-            attached = self._attached
-            self._high = backend.head_for(self.channels) if attached else backend.head()
-            return [], format_id(self._high)
-        try:
-            after = parse_id(cursor)
-            if after is None:
-                raise CursorProblem("malformed", "The cursor is not an event id.")
-            records = backend.read(self.channels, after)
-        except CursorProblem as problem:
-            self._high = head = backend.head()
-            hub.count("resets")
-            hub.logger.info(
-                "Reset %s at cursor %r (%s): %s",
-                self,
-                cursor,
-                problem.reason,
-                problem.detail,
-            )
-            data = json.dumps(
-                {"reason": problem.reason, "detail": problem.detail, "cursor": cursor}
-            )
-            reset = Event(data, RESET_EVENT, format_id(head))
-            return [Record("", head, reset)], None
-        self._high = records[-1].key if records else after
-        hub.count("replayed", len(records))
-        return records, None
+        replay = self._replay
+        records, announce = replay.start(
+            live=self._attached, limit=limit or self.hub.settings.replay_page
+        )
+        self._high = replay.position.key
+        return records, announce
+
+    def more(self) -> list[Record]:
+        """Return the next page of the replay; ``[]`` once caught up (then
+        live events follow through :meth:`wait`).
+        """
+        records = self._replay.next_page(self.hub.settings.replay_page)
+        if records:
+            self._high = max(self._high, records[-1].key)
+        return records
 
     def close(self, reason: str = "closed") -> bool:
         """End the subscription: disconnect it and wake whoever waits on it.
@@ -240,7 +236,8 @@ class Subscription:
             if fresh is None:
                 return  # already sent
             sink = self._sink
-            if sink is not None and sink.send(fresh):
+            follows = fresh.prev is None or fresh.prev <= self._high
+            if follows and sink is not None and sink.send(fresh):
                 self._high = fresh.last
                 self.hub.counters["delivered"] += len(fresh.records)
                 if sink.pending is None:
@@ -290,11 +287,30 @@ class Subscription:
         fresh: list[Record] = []
         for _ in range(len(queue)):
             record = queue.popleft()
-            if record.key > high:
-                fresh.append(record)
-                high = record.key
+            if record.key <= high:
+                continue  # already sent (replayed, or written directly)
+            if record.prev is not None and record.prev > high:
+                # The event before it on its channel never reached this
+                # subscription: end here (what came before goes out), and
+                # the client resumes from history or gets a reset.
+                self._gap(record)
+                break
+            fresh.append(record)
+            high = record.key
         self._high = high
         return fresh
+
+    def _gap(self, record: Record) -> None:
+        self._closed = "lagged"
+        self._queue.clear()
+        self.hub.count("gaps")
+        self.hub.logger.warning(
+            "Ended %s: an event of %r before %s did not reach it; the client"
+            " resumes from history or gets a reset.",
+            self,
+            record.channel,
+            record.event.id,
+        )
 
     def __iter__(self) -> t.Iterator[Event]:
         """Yield the stored events after the cursor, then live events, until
@@ -302,8 +318,10 @@ class Subscription:
         """
         records, _ = self.open()
         try:
-            for record in records:
-                yield record.event
+            while records:
+                for record in records:
+                    yield record.event
+                records = self.more()
             heartbeat = self.hub.settings.heartbeat
             while True:
                 fresh = self.wait(heartbeat)

@@ -16,6 +16,7 @@ from flask_eventstream.backends import CursorProblem
 from flask_eventstream.backends import MemoryBackend
 from flask_eventstream.backends import Record
 from flask_eventstream.backends import Run
+from flask_eventstream.ids import Cursor
 from flask_eventstream.ids import format_id
 
 
@@ -63,12 +64,17 @@ def make_backend(
         backend.close()
 
 
+def at(backend: Backend, key: tuple[int, int]) -> Cursor:
+    """A cursor at ``key`` in ``backend``'s current epoch."""
+    return Cursor(key, backend.head().epoch)
+
+
 def test_ids_increase_across_channels(make_backend: t.Callable[[int], Backend]) -> None:
     backend = make_backend(100)
     keys = [backend.append(c, Event(c)).key for c in ["a", "b", "a", "c", "b"] * 20]
     assert keys == sorted(keys)
     assert len(set(keys)) == len(keys)
-    assert backend.head() == keys[-1]
+    assert backend.head().key == keys[-1]
 
 
 def test_read_after_a_cursor_merges_channels_in_order(
@@ -77,13 +83,15 @@ def test_read_after_a_cursor_merges_channels_in_order(
     backend = make_backend(100)
     records = [backend.append(c, Event(f"{c}{n}")) for n in range(5) for c in "abc"]
     cursor = records[4].key
-    got = backend.read(["a", "c"], cursor)
+    got = backend.read(["a", "c"], at(backend, cursor), 1000)
     assert [r.event.data for r in got] == [
         r.event.data for r in records[5:] if r.channel in "ac"
     ]
-    assert [r.event.id for r in got] == [format_id(r.key) for r in got]
-    assert backend.read(["a"], records[-1].key) == []
-    assert backend.read(["nobody"], cursor) == []
+    assert [r.event.id for r in got] == [
+        format_id(r.key, backend.head().epoch) for r in got
+    ]
+    assert backend.read(["a"], at(backend, records[-1].key), 1000) == []
+    assert backend.read(["nobody"], at(backend, cursor), 1000) == []
 
 
 def test_stored_event_keeps_data_and_type(
@@ -93,7 +101,7 @@ def test_stored_event_keeps_data_and_type(
     start = backend.head()
     sent = backend.append("t", Event("l1\nl2 \u2603", event="kind"))
     plain = backend.append("t", Event(""))
-    got = backend.read(["t"], start)
+    got = backend.read(["t"], start, 1000)
     assert [(r.event.data, r.event.event, r.event.id) for r in got] == [
         ("l1\nl2 \u2603", "kind", sent.event.id),
         ("", None, plain.event.id),
@@ -107,10 +115,10 @@ def test_cursor_older_than_history_is_expired(
     backend = make_backend(10)
     records = [backend.append("x", Event(str(n))) for n in range(600)]
     with pytest.raises(CursorProblem) as problem:
-        backend.read(["x"], records[0].key)
+        backend.read(["x"], at(backend, records[0].key), 1000)
     assert problem.value.reason == "expired"
     # The last `history` events are always kept.
-    got = backend.read(["x"], records[-11].key)
+    got = backend.read(["x"], at(backend, records[-11].key), 1000)
     assert [r.event.data for r in got] == [str(n) for n in range(590, 600)]
 
 
@@ -118,7 +126,7 @@ def test_future_cursor_is_unknown(make_backend: t.Callable[[int], Backend]) -> N
     backend = make_backend(10)
     last = backend.append("x", Event("1")).key
     with pytest.raises(CursorProblem) as problem:
-        backend.read(["x"], (last[0] + 1000, 0))
+        backend.read(["x"], at(backend, (last[0] + 1000, 0)), 1000)
     assert problem.value.reason == "unknown"
 
 
@@ -171,9 +179,11 @@ def test_redis_history_ttl(redis_server: RedisServer) -> None:
         redis_server.client().delete(f"{prefix}stream:quiet")
         stale = (old.key[0] - 61_000, 0)
         with pytest.raises(CursorProblem) as problem:
-            backend.read(["quiet"], stale)
+            backend.read(["quiet"], at(backend, stale), 1000)
         assert problem.value.reason == "expired"
-        assert backend.read(["quiet"], old.key) == []  # recent cursor: fine
+        assert (
+            backend.read(["quiet"], at(backend, old.key), 1000) == []
+        )  # recent cursor: fine
     finally:
         backend.close()
 

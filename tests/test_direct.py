@@ -105,11 +105,12 @@ def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
         server.wait_for(lambda stats: stats["channels"].get("burst") == 1)
         client = redis_server.client()
         append = client.register_script(APPEND_SCRIPT)
-        keys = [f"{prefix}stream:burst", f"{prefix}last-id"]
+        keys = [f"{prefix}stream:burst", f"{prefix}last-id", f"{prefix}epoch"]
         with client.pipeline(transaction=True) as pipe:
             for n in range(5):
-                append(keys=keys, args=[100, 0, "", f"b{n}\nsecond line"], client=pipe)
-            ids = [raw_id.decode() for raw_id in pipe.execute()]
+                args = [100, 0, "", f"b{n}\nsecond line", "0-0", "unused"]
+                append(keys=keys, args=args, client=pipe)
+            ids = [f"{k.decode()}-{e.decode()}" for k, e in pipe.execute()]
         events = [Event(f"b{n}\nsecond line", id=i).encode() for n, i in enumerate(ids)]
         expected = chunk(b"".join(events))
         assert raw.read_raw(len(expected)) == expected

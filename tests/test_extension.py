@@ -15,6 +15,7 @@ from flask_eventstream import Event
 from flask_eventstream import EventStream
 from flask_eventstream import signals
 from flask_eventstream import stream
+from flask_eventstream.ids import parse_id
 from flask_eventstream.settings import DEFAULTS
 from flask_eventstream.testing import iter_events
 
@@ -92,9 +93,10 @@ def test_publish_returns_stored_event_with_id(app: Flask, events: EventStream) -
     assert json.loads(first.data) == {"status": "shipped"}
     assert second.data == "plain"
     assert first.id is not None and second.id is not None
-    first_key = tuple(map(int, first.id.split("-")))
-    second_key = tuple(map(int, second.id.split("-")))
-    assert first_key < second_key
+    first_at, second_at = parse_id(first.id), parse_id(second.id)
+    assert first_at is not None and second_at is not None
+    assert first_at.epoch == second_at.epoch
+    assert first_at.key < second_at.key
 
 
 def test_publish_uses_the_app_json_provider(app: Flask, events: EventStream) -> None:

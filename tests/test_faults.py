@@ -21,6 +21,7 @@ from flask_eventstream import EventStream
 from flask_eventstream import PublishError
 from flask_eventstream import stream
 from flask_eventstream.backends.memory import MemoryBackend
+from flask_eventstream.ids import Cursor
 from flask_eventstream.ids import CursorProblem
 from flask_eventstream.ids import parse_id
 from flask_eventstream.testing import iter_events
@@ -74,7 +75,7 @@ def test_reset_and_overflow_are_logged_with_reason_and_counted(
     with client.get("/sub/a", buffered=False, headers={"Last-Event-ID": "1-0"}) as rv:
         reset = next(iter_events(rv, timeout=2))
     assert reset.event == "eventstream-reset"
-    assert "Reset <Subscription a> at cursor '1-0' (unknown)" in caplog.text
+    assert "Reset <Subscription a> at cursor '1-0' (epoch)" in caplog.text
     assert counters(app, events)["resets"] == 1
 
     with app.app_context():
@@ -220,7 +221,7 @@ def test_shutdown_ends_streams_with_a_jittered_retry(app: Flask) -> None:
     assert len(set(hints)) > 1
     # A stream that opens after the stop ends at once, with its hint.
     body = b"".join(client.get("/sub/a", buffered=False).response)
-    assert re.fullmatch(rb"retry: 1000\nid: [\d-]+\n\nretry: \d+\n\n", body), body
+    assert re.fullmatch(rb"retry: 1000\nid: [\da-z-]+\n\nretry: \d+\n\n", body), body
 
 
 def test_nothing_keeps_a_closed_subscription(
@@ -253,12 +254,14 @@ def test_memory_backend_forgets_least_recent_channels_beyond_its_cap() -> None:
     backend.append("c", Event("4"))  # b is forgotten
     assert set(backend.stats()["history"]) == {"a", "c"}
     with pytest.raises(CursorProblem) as problem:
-        backend.read(["b"], a.key)
+        backend.read(["b"], Cursor(a.key, backend.epoch), 1000)
     assert problem.value.reason == "expired"
-    assert [r.event.data for r in backend.read(["a"], a.key)] == ["3"]
+    assert [
+        r.event.data for r in backend.read(["a"], Cursor(a.key, backend.epoch), 1000)
+    ] == ["3"]
     # A cursor newer than what was forgotten loses nothing: no reset.
     head = parse_id(backend.append("c", Event("5")).event.id or "")
-    assert head is not None and backend.read(["b"], head) == []
+    assert head is not None and backend.read(["b"], head, 1000) == []
 
 
 @pytest.mark.parametrize(

@@ -123,7 +123,7 @@ def test_longpoll_returns_stored_events_at_once(server: Server) -> None:
         ("transport=longpoll&timeout=1e3", b"timeout must be"),
         ("transport=longpoll&timeout=1_0", b"timeout must be"),
         ("transport=longpoll&timeout=" + "1" * 40, b"timeout must be"),
-        ("transport=poll&lastEventId=12-ab", b"cursor"),
+        ("transport=poll&lastEventId=12-AB", b"cursor"),
         ("transport=poll&lastEventId=" + "9" * 100, b"cursor"),
     ],
 )

@@ -179,12 +179,20 @@ def test_multi_channel_resume_in_id_order(
 
 @pytest.mark.parametrize(
     ("cursor", "reason"),
-    [("1-2-3", "malformed"), ("1-0", "unknown"), ("99999999999999-0", "unknown")],
+    [
+        ("1-2-3-4", "malformed"),
+        ("18446744073709551616-0-{epoch}", "malformed"),  # past 64 bits
+        ("1-0", "epoch"),  # the id form of earlier versions
+        ("1-0-zzz", "epoch"),  # another store's
+        ("99999999999999-0-{epoch}", "unknown"),
+    ],
 )
 def test_unusable_cursor_resets_then_goes_live(
     app: Flask, events: EventStream, client: FlaskClient, cursor: str, reason: str
 ) -> None:
-    publish(app, events, "a", "before")
+    before = publish(app, events, "a", "before")
+    epoch = (before.id or "").rsplit("-", 1)[1]
+    cursor = cursor.replace("{epoch}", epoch)
     with client.get("/sub/a", buffered=False, headers={"Last-Event-ID": cursor}) as rv:
         assert rv.status_code == 200
         got = iter_events(rv, timeout=2)
@@ -228,7 +236,7 @@ def test_expired_cursor_resets(app: Flask) -> None:
         ("/sub/bad%20name", {}, 400, b"Invalid channel"),
         ("/sub/" + ",".join(f"c{n}" for n in range(33)), {}, 400, b"MAX_CHANNELS"),
         ("/sub/a", {"Last-Event-ID": "1" * 65}, 400, b"cursor"),
-        ("/sub/a", {"Last-Event-ID": "garbage"}, 400, b"cursor"),
+        ("/sub/a", {"Last-Event-ID": "Garbage!"}, 400, b"cursor"),
         (
             "/sub/a",
             {"Last-Event-ID": "\u00e9t\u00e9".encode().decode("latin-1")},

@@ -6,7 +6,7 @@ import typing as t
 from abc import ABC
 from abc import abstractmethod
 
-from ..ids import Key
+from ..ids import Cursor
 from ..ids import Record
 from ..ids import Run
 from ..wire import Event
@@ -15,6 +15,10 @@ from ..wire import Event
 Deliver = t.Callable[[Run], None]
 #: Called by a backend when a channel's streams must end on this worker.
 Revoke = t.Callable[[str], None]
+#: Called by a backend that found it missed events of ``channel`` (``None``:
+#: of any channel, or a control message) for this worker, with why: the
+#: streams concerned end, and their clients resume or get a reset.
+Lost = t.Callable[[str | None, str], None]
 
 
 class Backend(ABC):
@@ -22,17 +26,20 @@ class Backend(ABC):
 
     The extension sets :attr:`deliver` before the first publish; a backend
     calls it with every event that reaches this worker, in id order, in runs
-    of one or more events of one channel. It
-    calls :attr:`revoke` on every worker for each :meth:`close_channel`.
+    of one or more events of one channel. It calls :attr:`revoke` on every
+    worker for each :meth:`close_channel`, and :attr:`lost` where it finds
+    it missed events or control messages (it never skips them silently).
     """
 
     deliver: Deliver
     revoke: Revoke
+    lost: Lost
 
     def __init__(self, history: int) -> None:
         self.history = history
         self.deliver = _nowhere
         self.revoke = _nowhere
+        self.lost = _nowhere2
 
     @abstractmethod
     def append(self, channel: str, event: Event) -> Record:
@@ -41,12 +48,12 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def head(self) -> Key:
+    def head(self) -> Cursor:
         """Return the newest id assigned, on any channel (a cursor that
         resumes with the next event).
         """
 
-    def head_for(self, channels: t.Sequence[str]) -> Key:
+    def head_for(self, channels: t.Sequence[str]) -> Cursor:
         """Return the cursor a new subscriber to ``channels`` starts from:
         every later event reaches it live, none before. It is on the bus and
         :meth:`listen` was called for each channel.
@@ -54,11 +61,14 @@ class Backend(ABC):
         return self.head()
 
     @abstractmethod
-    def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
-        """Return the stored events of ``channels`` after ``after``, in id
-        order.
+    def read(
+        self, channels: t.Sequence[str], after: Cursor, limit: int
+    ) -> list[Record]:
+        """Return the first ``limit`` stored events of ``channels`` after
+        ``after``, in id order (read no more than that).
 
-        :raises CursorProblem: if ``after`` cannot be resumed from.
+        :raises CursorProblem: if ``after`` cannot be resumed from: another
+            epoch, a key never assigned, or events after it no longer kept.
         """
 
     def close_channel(self, channel: str) -> None:
@@ -98,4 +108,8 @@ class Backend(ABC):
 
 
 def _nowhere(_: object) -> None:
+    return None
+
+
+def _nowhere2(_: object, __: object) -> None:
     return None

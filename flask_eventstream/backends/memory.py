@@ -11,9 +11,11 @@ import threading
 import typing as t
 
 from ..ids import by_key
+from ..ids import Cursor
 from ..ids import CursorProblem
 from ..ids import format_id
 from ..ids import Key
+from ..ids import new_epoch
 from ..ids import now_ms
 from ..ids import Record
 from ..ids import Run
@@ -24,10 +26,12 @@ from .base import Backend
 class _Channel:
     __slots__ = ("events", "trimmed")
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, trimmed: Key | None) -> None:
         self.events: collections.deque[Record] = collections.deque(maxlen=history)
-        #: The key of the newest event pushed out of the history, if any.
-        self.trimmed: Key | None = None
+        #: The key of the newest event pushed out of the history, if any; for
+        #: a channel created after others were forgotten, the newest key
+        #: forgotten (its own earlier history may have been among them).
+        self.trimmed = trimmed
 
 
 class MemoryBackend(Backend):
@@ -57,10 +61,10 @@ class MemoryBackend(Backend):
             collections.OrderedDict()
         )
         #: The newest key of any channel forgotten to keep within the cap.
-        self._forgotten: Key = (0, 0)
-        #: Ids at or below this were never assigned by this process.
-        self._boot: Key = (now_ms(), 0)
-        self._last: Key = self._boot
+        self._forgotten: Key | None = None
+        #: This process's store: a cursor from another one gets a reset.
+        self.epoch = new_epoch()
+        self._last: Key = (now_ms(), 0)
 
     def append(self, channel: str, event: Event) -> Record:
         with self._lock:
@@ -68,19 +72,20 @@ class MemoryBackend(Backend):
             last = self._last
             key = (now, 0) if now > last[0] else (last[0], last[1] + 1)
             self._last = key
-            stored = Event(event.data, event.event, format_id(key))
-            record = Record(channel, key, stored)
+            stored = Event(event.data, event.event, format_id(key, self.epoch))
             channels = self._channels
             history = channels.get(channel)
             if history is None:
                 if len(channels) >= self.max_channels:
                     _, oldest = channels.popitem(last=False)
                     if oldest.events:
-                        self._forgotten = max(self._forgotten, oldest.events[-1].key)
-                history = channels[channel] = _Channel(self.history)
+                        newest = oldest.events[-1].key
+                        self._forgotten = max(self._forgotten or newest, newest)
+                history = channels[channel] = _Channel(self.history, self._forgotten)
             else:
                 channels.move_to_end(channel)
             events = history.events
+            record = Record(channel, key, stored, events[-1].key if events else (0, 0))
             if len(events) == events.maxlen and events:
                 history.trimmed = events[0].key
             events.append(record)
@@ -108,16 +113,19 @@ class MemoryBackend(Backend):
                     self._delivering = False
                 raise
 
-    def head(self) -> Key:
-        return self._last
+    def head(self) -> Cursor:
+        return Cursor(self._last, self.epoch)
 
-    def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
-        if after < self._boot:
+    def read(
+        self, channels: t.Sequence[str], cursor: Cursor, limit: int
+    ) -> list[Record]:
+        if cursor.epoch != self.epoch:
             raise CursorProblem(
-                "unknown",
-                "The cursor is older than this process: the history it points"
-                " into was kept in another process's memory.",
+                "epoch",
+                "The cursor is from another process: the history it points"
+                " into was kept in that process's memory.",
             )
+        after = cursor.key
         if after > self._last:
             raise CursorProblem("unknown", "The cursor was never assigned here.")
         found: list[Record] = []
@@ -125,7 +133,7 @@ class MemoryBackend(Backend):
             for channel in channels:
                 history = self._channels.get(channel)
                 if history is None:
-                    if after < self._forgotten:
+                    if self._forgotten is not None and after < self._forgotten:
                         raise CursorProblem(
                             "expired",
                             f"The history of channel {channel!r} may have been"
@@ -143,7 +151,7 @@ class MemoryBackend(Backend):
                         break
                     found.append(record)
         found.sort(key=by_key)
-        return found
+        return found[:limit]
 
     def stats(self) -> dict[str, t.Any]:
         return {"backend": "memory", "history": self.history_sizes()}

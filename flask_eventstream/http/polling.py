@@ -39,7 +39,9 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     hub = sub.hub
     timeout = _timeout(hub.settings.poll_timeout) if longpoll else 0.0
     try:
-        records, announce = sub.open() if longpoll else sub.replay()
+        # Read no more than one answer holds.
+        limit = hub.settings.poll_batch
+        records, announce = sub.open(limit) if longpoll else sub.replay(limit)
     except BackendUnavailable as error:
         sub.close("unavailable")
         hub.count("errors")

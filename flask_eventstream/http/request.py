@@ -12,8 +12,9 @@ from werkzeug.exceptions import BadRequest
 
 #: Longest cursor read from a request; ids the backends assign are far shorter.
 MAX_CURSOR_LENGTH = 64
-#: What a cursor from a request is made of: the digits and ``-`` of an id.
-CURSOR_PATTERN = re.compile(r"\A[0-9-]+\Z")
+#: What a cursor from a request is made of: the characters of an id (digits,
+#: ``-`` and the epoch's lower-case letters).
+CURSOR_PATTERN = re.compile(r"\A[0-9a-z-]+\Z")
 
 
 def short_poll() -> bool:
@@ -37,7 +38,7 @@ def request_cursor() -> str | None:
     if len(raw) > MAX_CURSOR_LENGTH or CURSOR_PATTERN.match(raw) is None:
         raise BadRequest(
             f"The cursor (Last-Event-ID or lastEventId) must be at most"
-            f" {MAX_CURSOR_LENGTH} digits and '-'; send back an id this server"
-            " sent."
+            f" {MAX_CURSOR_LENGTH} digits, lower-case letters and '-'; send"
+            " back an id this server sent."
         )
     return raw

@@ -115,6 +115,10 @@ def _subscription_body(
             replay = chunks(records)
             yield chunk + next(replay)
             yield from replay
+            # The rest of the replay, a bounded page at a time.
+            while records := sub.more():
+                hub.count("delivered", len(records))
+                yield from chunks(records)
         else:
             yield chunk
         last_write = time.monotonic()

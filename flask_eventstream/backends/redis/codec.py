@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ...ids import format_id
 from ...ids import Key
-from ...ids import parse_id
+from ...ids import parse_key
 from ...ids import Record
 from ...wire import Event
 
@@ -13,16 +14,20 @@ def key_of(raw: bytes | str | None) -> Key:
     if raw is None:
         return (0, 0)
     text = raw.decode() if isinstance(raw, bytes) else raw
-    return parse_id(text) or (0, 0)
+    return parse_key(text) or (0, 0)
 
 
-def record_of(channel: str, raw_id: bytes, fields: dict[bytes, bytes]) -> Record:
-    """The record of one stream entry of ``channel``."""
-    id = raw_id.decode()
+def record_of(
+    channel: str, raw_id: bytes, fields: dict[bytes, bytes], epoch: str
+) -> Record:
+    """The record of one stream entry of ``channel``, in ``epoch``."""
+    key = key_of(raw_id)
     event = fields.get(b"e")
+    prev = fields.get(b"p")
     stored = Event(
         fields.get(b"d", b"").decode(),
         event.decode() if event is not None else None,
-        id,
+        format_id(key, epoch),
     )
-    return Record(channel, key_of(raw_id), stored)
+    # Entries stored by earlier versions name no previous entry.
+    return Record(channel, key, stored, key_of(prev) if prev is not None else None)

@@ -22,11 +22,13 @@ import redis
 from ...errors import BackendUnavailable
 from ...errors import PublishError
 from ...ids import by_key
+from ...ids import Cursor
 from ...ids import CursorProblem
 from ...ids import format_id
+from ...ids import format_key
 from ...ids import Key
+from ...ids import new_epoch
 from ...ids import now_ms
-from ...ids import parse_id
 from ...ids import Record
 from ...wire import Event
 from ..base import Backend
@@ -34,33 +36,57 @@ from .codec import key_of
 from .codec import record_of
 from .listener import Listener
 
-#: The Lua script of :meth:`RedisBackend.append`: assigns the next id of the
-#: shared sequence (milliseconds from Redis's clock, never going back), adds
-#: the event under it, trims, and sets the expiry.
+#: The Lua script of :meth:`RedisBackend.append`. It assigns the next key of
+#: the shared sequence (milliseconds from Redis's clock, never going back, nor
+#: below ``ARGV[5]``, the newest key the caller knows, when the store was
+#: emptied), names the store's epoch if it has none yet, adds the event under
+#: it with the key of the channel's previous entry (``p``), trims, and sets
+#: the expiry. It returns the key and the epoch.
 APPEND_SCRIPT = """
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
-local last = redis.call('GET', KEYS[2])
-if last then
-  local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+local last = redis.call('GET', KEYS[2]) or ARGV[5]
+local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+if lms then
   lms = tonumber(lms)
   if ms <= lms then
     ms = lms
     seq = tonumber(lseq) + 1
   end
 end
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('SET', KEYS[3], epoch)
+end
 local id = string.format('%d-%d', ms, seq)
+local before = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if before[1] then
+  prev = before[1][1]
+end
 if ARGV[3] == '' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'p', prev)
 else
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'e', ARGV[3])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'p', prev,
+             'e', ARGV[3])
 end
 redis.call('SET', KEYS[2], id)
 if tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return id
+return {id, epoch}
+"""
+
+#: Names the store's epoch if it has none; returns it with the newest key.
+HEAD_SCRIPT = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+return {redis.call('GET', KEYS[1]) or '0-0', epoch}
 """
 
 
@@ -89,6 +115,7 @@ class RedisBackend(Backend):
         self.ttl = ttl
         self.prefix = prefix
         self._last_key = f"{prefix}last-id"
+        self._epoch_key = f"{prefix}epoch"
         # close_channel() entries, read by every worker's listener. They take
         # ids from the shared sequence, so a listener that starts reading at
         # the head misses none issued after it.
@@ -102,7 +129,11 @@ class RedisBackend(Backend):
         )
         self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
         self._append = self.redis.register_script(APPEND_SCRIPT)
+        self._head = self.redis.register_script(HEAD_SCRIPT)
         self._lock = threading.Lock()
+        #: The newest key this process has seen: ids stay above it even if
+        #: the store is emptied (see APPEND_SCRIPT).
+        self.known: Key = (0, 0)
         #: The head read that callers of head() are waiting for.
         self._asking: _HeadRead | None = None
         self._head_gate = threading.Lock()
@@ -111,9 +142,11 @@ class RedisBackend(Backend):
             url,
             self.redis,
             self._control,
+            self._epoch_key,
             lambda: self.head(),
             lambda run: self.deliver(run),
             lambda channel: self.revoke(channel),
+            lambda channel, reason: self.lost(channel, reason),
         )
 
     def _key(self, channel: str) -> str:
@@ -121,88 +154,116 @@ class RedisBackend(Backend):
 
     # -- storing ----------------------------------------------------------
 
-    def append(self, channel: str, event: Event) -> Record:
+    def _store(self, key: str | bytes, maxlen: int, event: Event) -> Cursor:
         ttl_ms = int(self.ttl * 1000) if self.ttl else 0
+        raw_id, raw_epoch = self._append(
+            keys=[key, self._last_key, self._epoch_key],
+            args=[
+                maxlen,
+                ttl_ms,
+                event.event or "",
+                event.data,
+                format_key(self.known),
+                new_epoch(),
+            ],
+        )
+        cursor = Cursor(key_of(raw_id), raw_epoch.decode())
+        self.known = max(self.known, cursor.key)
+        return cursor
+
+    def append(self, channel: str, event: Event) -> Record:
         try:
-            raw = self._append(
-                keys=[self._key(channel), self._last_key],
-                args=[self.history, ttl_ms, event.event or "", event.data],
-            )
+            key, epoch = self._store(self._key(channel), self.history, event)
         except redis.RedisError as error:
             raise PublishError(
                 f"Redis could not store the event on {channel!r}: {error}"
             ) from error
-        id = raw.decode()
-        key = parse_id(id)
-        assert key is not None
         # Delivered to this worker's clients by its listener, like everyone's.
-        return Record(channel, key, Event(event.data, event.event, id))
+        return Record(
+            channel, key, Event(event.data, event.event, format_id(key, epoch))
+        )
 
     def close_channel(self, channel: str) -> None:
         try:
-            self._append(
-                keys=[self._control, self._last_key],
-                args=[100, 0, "", channel],
-            )
+            self._store(self._control, 100, Event(channel))
         except redis.RedisError as error:
             raise PublishError(
                 f"Redis could not close channel {channel!r}: {error}"
             ) from error
 
-    def head(self) -> Key:
+    def head(self) -> Cursor:
         # Thousands of clients may connect at once (after a deploy), more
-        # than a small pool serves one GET each within its timeout. Callers
-        # wait together for the next GET, sent after each of them arrived,
-        # so its answer is as fresh as a GET of their own.
+        # than a small pool serves one read each within its timeout. Callers
+        # wait together for the next read, sent after each of them arrived,
+        # so its answer is as fresh as a read of their own.
         with self._lock:
             ask = self._asking
             if ask is None:
                 ask = self._asking = _HeadRead()
-        with self._head_gate:  # one GET at a time
+        with self._head_gate:  # one read at a time
             if not ask.done:
                 with self._lock:
                     if self._asking is ask:
                         self._asking = None  # later callers wait for the next
                 try:
-                    ask.key = key_of(self.redis.get(self._last_key))
+                    raw_key, raw_epoch = self._head(
+                        keys=[self._last_key, self._epoch_key], args=[new_epoch()]
+                    )
+                    ask.cursor = Cursor(key_of(raw_key), raw_epoch.decode())
                 except redis.RedisError as error:
                     ask.error = BackendUnavailable(f"Redis is unavailable: {error}")
                 ask.done = True
         if ask.error is not None:
             raise ask.error
-        return ask.key
+        self.known = max(self.known, ask.cursor.key)
+        return ask.cursor
 
-    def head_for(self, channels: t.Sequence[str]) -> Key:
+    def head_for(self, channels: t.Sequence[str]) -> Cursor:
         # The listener's cursor of a channel is where its live events begin
         # for this worker: no round trip, which matters when thousands of
         # clients connect at once. Not for a quiet channel's old cursor when
         # history expires: resuming from it could look like expired history.
         if len(channels) == 1:
-            key = self._listener.cursor(self._key(channels[0]).encode())
-            if key is not None:
-                if not self.ttl or key[0] > now_ms() - self.ttl * 500:
-                    return key
+            cursor = self._listener.cursor(self._key(channels[0]).encode())
+            if cursor is not None:
+                if not self.ttl or cursor.key[0] > now_ms() - self.ttl * 500:
+                    return cursor
         return self.head()
 
-    def read(self, channels: t.Sequence[str], after: Key) -> list[Record]:
-        start = "(" + format_id(after)
+    def read(
+        self, channels: t.Sequence[str], cursor: Cursor, limit: int
+    ) -> list[Record]:
+        after = cursor.key
+        start = "(" + format_key(after)
         try:
             # One transaction: no trim can come between the check and the read.
             with self.redis.pipeline(transaction=True) as pipe:
                 pipe.get(self._last_key)
+                pipe.get(self._epoch_key)
                 for channel in channels:
                     pipe.xinfo_stream(self._key(channel))
-                    pipe.xrange(self._key(channel), min=start, max="+")
+                    pipe.xrange(self._key(channel), min=start, max="+", count=limit)
                 replies = pipe.execute(raise_on_error=False)
         except redis.RedisError as error:
             raise BackendUnavailable(f"Redis is unavailable: {error}") from error
-        head = key_of(replies[0])
-        if after > head:
+        for reply in replies[:2]:
+            if isinstance(reply, Exception):
+                raise BackendUnavailable(f"Redis could not read: {reply}")
+        epoch = replies[1].decode() if replies[1] is not None else None
+        if epoch != cursor.epoch:
+            raise CursorProblem(
+                "epoch",
+                "The cursor is from another incarnation of the store (Redis was"
+                " emptied, restarted without persistence, or replaced).",
+            )
+        if after > key_of(replies[0]):
             raise CursorProblem("unknown", "The cursor was never assigned here.")
         found: list[Record] = []
         for index, channel in enumerate(channels):
-            info, entries = replies[1 + 2 * index], replies[2 + 2 * index]
-            if isinstance(info, redis.ResponseError):  # no such stream
+            info, entries = replies[2 + 2 * index], replies[3 + 2 * index]
+            if isinstance(info, redis.ResponseError) and not isinstance(
+                entries, Exception
+            ):  # no such stream
                 if self.ttl and after[0] < now_ms() - self.ttl * 1000:
                     raise CursorProblem(
                         "expired",
@@ -210,22 +271,47 @@ class RedisBackend(Backend):
                         " (EVENTSTREAM_HISTORY_TTL).",
                     )
                 continue
-            if isinstance(info, Exception):
-                raise BackendUnavailable(f"Redis could not read: {info}")
-            # Trimming keeps no record of what it removed, only that it did:
-            # a cursor before the first entry kept may have missed some.
-            # (A reset when in doubt, never a silent gap.)
-            trimmed = info["entries-added"] > info["length"]
-            first = key_of(info.get("recorded-first-entry-id"))
-            if trimmed and after < first:
-                raise CursorProblem(
-                    "expired",
-                    f"Events of channel {channel!r} after the cursor are no"
-                    " longer kept (EVENTSTREAM_HISTORY).",
-                )
-            found.extend(record_of(channel, id, fields) for id, fields in entries)
+            for reply in (info, entries):
+                if isinstance(reply, Exception):
+                    raise BackendUnavailable(f"Redis could not read: {reply}")
+            self._check_kept(channel, after, info, entries)
+            found.extend(
+                record_of(channel, id, fields, epoch) for id, fields in entries
+            )
         found.sort(key=by_key)
-        return found
+        return found[:limit]
+
+    def _check_kept(
+        self, channel: str, after: Key, info: t.Any, entries: t.Any
+    ) -> None:
+        """Raise if events of ``channel`` after ``after`` may be gone."""
+        # Trimming keeps no record of what it removed, only that it did:
+        # a cursor before the first entry kept may have missed some. (A
+        # reset when in doubt, never a silent gap; a Redis too old to count
+        # the entries added is in doubt.)
+        length = info["length"]
+        trimmed = info.get("entries-added", length + 1) > length
+        first_entry = info.get("first-entry")
+        first = key_of(
+            info.get("recorded-first-entry-id")
+            or (first_entry[0] if first_entry else None)
+        )
+        gone = trimmed and after < first
+        # The first entry after the cursor says which one came before it on
+        # the channel: if the client has not seen that one, it is gone.
+        if entries and key_of(entries[0][1].get(b"p")) > after:
+            gone = True
+        # A stream that expired (EVENTSTREAM_HISTORY_TTL) and was made anew
+        # by a later event looks untrimmed: the expiry took a silence of
+        # the TTL before its first entry, so older cursors may have missed.
+        if self.ttl and not trimmed and after < first:
+            gone = gone or after[0] < first[0] - self.ttl * 1000
+        if gone:
+            raise CursorProblem(
+                "expired",
+                f"Events of channel {channel!r} after the cursor are no"
+                " longer kept (EVENTSTREAM_HISTORY or EVENTSTREAM_HISTORY_TTL).",
+            )
 
     # -- listening --------------------------------------------------------
 
@@ -270,11 +356,11 @@ class RedisBackend(Backend):
 
 
 class _HeadRead:
-    """One GET of the newest id, shared by the callers waiting for it."""
+    """One read of the newest id, shared by the callers waiting for it."""
 
-    __slots__ = ("done", "key", "error")
+    __slots__ = ("done", "cursor", "error")
 
     def __init__(self) -> None:
         self.done = False
-        self.key: Key = (0, 0)
+        self.cursor = Cursor((0, 0), "")
         self.error: BackendUnavailable | None = None

@@ -1,0 +1,106 @@
+"""What a subscription sends first: the stored events after the client's
+cursor, a page at a time, or one ``eventstream-reset`` when they cannot be
+had. Every read is bounded: a page holds at most ``limit`` events (the
+settings bound it in bytes too), and a backend reads no more than that.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .hub import Hub
+from .ids import Cursor
+from .ids import CursorProblem
+from .ids import parse_id
+from .ids import Record
+from .ids import RESET_EVENT
+from .wire import Event
+
+
+class Replay:
+    """The replay of one subscription, and where it has got to.
+
+    :param hub: the app's live parts.
+    :param channels: the subscription's channels.
+    :param last_event_id: the client's cursor, or ``None``.
+    :param name: the subscription, for the log.
+    """
+
+    __slots__ = ("hub", "channels", "last_event_id", "name", "position", "more")
+
+    def __init__(
+        self,
+        hub: Hub,
+        channels: tuple[str, ...],
+        last_event_id: str | None,
+        name: str,
+    ) -> None:
+        self.hub = hub
+        self.channels = channels
+        self.last_event_id = last_event_id
+        self.name = name
+        #: The last event sent (or the cursor to start after).
+        self.position = Cursor((0, 0), "")
+        #: Whether the last page was full: more may be stored after it.
+        self.more = False
+
+    def start(self, *, live: bool, limit: int) -> tuple[list[Record], str | None]:
+        """Return the first page and the id to announce to a client that came
+        without a cursor (so that it resumes from here if it reconnects
+        before any event arrives).
+
+        :param live: the subscription is on the bus (a stream, a long-poll):
+            it may start where this worker's live events begin.
+        """
+        backend = self.hub.backend
+        cursor = self.last_event_id
+        if cursor is None:
+            head = backend.head_for(self.channels) if live else backend.head()
+            self.position = head
+            return [], str(head)
+        parsed = parse_id(cursor)
+        if parsed is None:
+            return self._reset(
+                CursorProblem("malformed", "The cursor is not an event id.")
+            ), None
+        self.position = parsed
+        return self._read(limit), None
+
+    def next_page(self, limit: int) -> list[Record]:
+        """Return the next page after a full one; ``[]`` once caught up."""
+        if not self.more:
+            return []
+        return self._read(limit)
+
+    def _read(self, limit: int) -> list[Record]:
+        try:
+            records = self.hub.backend.read(self.channels, self.position, limit)
+        except CursorProblem as problem:
+            return self._reset(problem)
+        self.more = len(records) >= limit
+        if records:
+            self.position = Cursor(records[-1].key, self.position.epoch)
+        self.hub.count("replayed", len(records))
+        return records
+
+    def _reset(self, problem: CursorProblem) -> list[Record]:
+        hub = self.hub
+        head = hub.backend.head()
+        self.position = head
+        self.more = False
+        hub.count("resets")
+        hub.logger.info(
+            "Reset %s at cursor %r (%s): %s",
+            self.name,
+            self.last_event_id,
+            problem.reason,
+            problem.detail,
+        )
+        data = json.dumps(
+            {
+                "reason": problem.reason,
+                "detail": problem.detail,
+                "cursor": self.last_event_id,
+            }
+        )
+        return [Record("", head.key, Event(data, RESET_EVENT, str(head)))]
