@@ -119,7 +119,7 @@ def tail_command(
             if as_json:
                 click.echo(json.dumps(event.to_dict()))
             else:
-                click.echo(event.encode().decode(), nl=False)
+                click.echo(_printable(event.encode().decode()), nl=False)
             seen += 1
             if count is not None and seen >= count:
                 break
@@ -197,3 +197,13 @@ def stats_command() -> None:
         "per_worker": workers,
     }
     click.echo(json.dumps(figures, indent=2))
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters other than the line feed escaped,
+    so an event cannot move the cursor or retitle the operator's terminal.
+    """
+    return "".join(
+        char if char == "\n" or char.isprintable() else repr(char)[1:-1]
+        for char in text
+    )

@@ -6,7 +6,6 @@ import logging
 import typing as t
 import weakref
 
-from flask import Blueprint
 from flask import current_app
 from flask import Flask
 from flask import has_app_context
@@ -19,11 +18,11 @@ from werkzeug.exceptions import ServiceUnavailable
 from . import signals
 from .cli import eventstream_cli
 from .errors import PublishError
+from .http import blueprint
 from .http import capture_start_response
 from .http import preflight
 from .http import request_cursor
 from .http import short_poll
-from .http import stream
 from .hub import Hub
 from .settings import check_channel
 from .settings import DEFAULTS
@@ -33,6 +32,9 @@ from .wire import Event
 logger = logging.getLogger("flask_eventstream")
 
 _FROM_REQUEST: t.Any = object()
+
+#: Event types the library sends itself; ``publish`` refuses them.
+RESERVED_PREFIX = "eventstream-"
 
 
 def _refuse(hub: Hub, error: HTTPException, reason: str, *args: t.Any) -> t.NoReturn:
@@ -109,7 +111,7 @@ class EventStream:
             app.config.setdefault(key, value)
         self._hubs[app] = Hub(app, app.config)
         app.extensions["eventstream"] = self
-        app.register_blueprint(_blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
+        app.register_blueprint(blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
         app.cli.add_command(eventstream_cli)
         app.after_request(preflight)
         app.wsgi_app = capture_start_response(app.wsgi_app)  # type: ignore[method-assign, assignment]
@@ -167,8 +169,9 @@ class EventStream:
             with the app's JSON provider (``app.json``).
         :param event: the event type, or ``None`` for a plain ``message``.
         :return: the stored event, with the id the backend assigned.
-        :raises ValueError: for an invalid channel or event name, or an event
-            larger than ``EVENTSTREAM_MAX_EVENT_BYTES``.
+        :raises ValueError: for an invalid channel or event name (a type
+            starting with ``eventstream-`` is reserved), or an event larger
+            than ``EVENTSTREAM_MAX_EVENT_BYTES``.
         :raises PublishError: if the backend cannot store the event.
         """
         app = self._app()
@@ -178,6 +181,12 @@ class EventStream:
             raise ValueError(problem)
         if not isinstance(data, str):
             data = app.json.dumps(data)
+        if isinstance(event, str) and event.startswith(RESERVED_PREFIX):
+            raise ValueError(
+                f"Event types starting with {RESERVED_PREFIX!r} are reserved for"
+                f" the library's own events (such as 'eventstream-reset'), not"
+                f" {event[:60]!r}."
+            )
         candidate = Event(data, event=event)
         size = len(candidate.encode())
         limit = hub.settings.max_event_bytes
@@ -310,6 +319,11 @@ class EventStream:
         self._authorize = fn
         return fn
 
+    @property
+    def authorizer(self) -> t.Callable[[str], bool] | None:
+        """The function registered with :meth:`authorize`, if any."""
+        return self._authorize
+
     # -- figures ----------------------------------------------------------
 
     def stats(self) -> dict[str, t.Any]:
@@ -323,27 +337,3 @@ class EventStream:
             "counters": dict(hub.counters),
             **hub.backend.stats(),
         }
-
-
-def _blueprint(prefix: str | None) -> Blueprint:
-
-    bp = Blueprint(
-        "eventstream",
-        __name__,
-        static_folder="static",
-        url_prefix=prefix if prefix is not None else "/_eventstream",
-    )
-    if prefix is not None:
-
-        @bp.get("/<channel>")
-        @stream
-        def channel(channel: str) -> t.Any:
-            events: EventStream = current_app.extensions["eventstream"]
-            if events._authorize is None:
-                raise Forbidden(
-                    "The built-in endpoint serves no channel until an authorize"
-                    " function is registered with '@events.authorize'."
-                )
-            return events.subscribe(channel)
-
-    return bp

@@ -30,6 +30,7 @@ import threading
 import time
 import typing as t
 
+from .departures import Departures
 from .settings import Settings
 
 logger = logging.getLogger("flask_eventstream")
@@ -52,6 +53,8 @@ class Watched(t.Protocol):
     started: float
     #: When the write in progress began, or ``None``.
     writing_since: float | None
+    #: The client's socket, if the server exposes it.
+    socket: t.Any
 
     def end(self, reason: str) -> None: ...
 
@@ -81,6 +84,7 @@ class Monitor:
         self.figures = figures
         self.reporters = reporters
         self.bodies: set[Watched] = set()
+        self.departures: Departures[Watched] = Departures()
         self.stopping = False
         self._lock = threading.Lock()
         self._running = False
@@ -92,12 +96,16 @@ class Monitor:
         """
         if self.stopping:
             body.end("shutdown")
-        self.bodies.add(body)
+        with self._lock:
+            self.bodies.add(body)
+            self.departures.add(body, body.socket)
         if not self._running or self._pid != os.getpid():
             self._start()
 
     def discard(self, body: Watched) -> None:
-        self.bodies.discard(body)
+        with self._lock:
+            self.bodies.discard(body)
+            self.departures.discard(body)
 
     def shutdown(self) -> int:
         """End every stream with a jittered retry hint, and every stream that
@@ -135,6 +143,10 @@ class Monitor:
                     self._running = False
                     break
             try:
+                with self._lock:
+                    gone = self.departures.gone()
+                for body in gone:
+                    body.end("closed")  # its client left: free the slot now
                 now = time.monotonic()
                 self.check(now)
                 if now - reported >= REPORT_PERIOD:

@@ -46,10 +46,11 @@ def check_channel(channel: object) -> str | None:
     """Return why ``channel`` is not a valid channel name, or ``None``."""
     if not isinstance(channel, str):
         return f"A channel name must be a str, not {type(channel).__name__}."
-    if CHANNEL_PATTERN.match(channel) is None:
+    if CHANNEL_PATTERN.match(channel) is None or channel in (".", ".."):
         return (
             f"Invalid channel name {channel[:140]!r}: use 1 to 128 letters,"
-            " digits, '_', '.', ':' or '-'."
+            " digits, '_', '.', ':' or '-' (not '.' or '..' alone: they are"
+            " path segments in a URL)."
         )
     return None
 

@@ -15,17 +15,18 @@ __all__ = ["Event", "Parser", "frame_chunk", "parse"]
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
-def _check_field(name: str, value: str, *, nul: bool = False) -> None:
+def _check_field(name: str, value: str) -> None:
     if "\r" in value or "\n" in value:
         raise ValueError(
             f"Event {name} must not contain a line break (CR or LF): {value!r}."
             f" A line break would end the {name} field and let the rest be read"
             " as other fields."
         )
-    if nul and "\0" in value:
+    if "\0" in value:
         raise ValueError(
             f"Event {name} must not contain a NUL character: {value!r}."
-            " Browsers ignore an id that contains one."
+            " Browsers ignore an id that contains one, and a type with one"
+            " reaches no listener by its name."
         )
 
 
@@ -53,8 +54,8 @@ class Event:
     :param comment: a comment, ignored by clients. An event with only a
         comment (empty data, no type, id or retry) is sent as comment lines
         without the blank line that would dispatch an empty message.
-    :raises ValueError: if ``event`` or ``id`` contains a line break, ``id``
-        contains a NUL, or ``retry`` is not a non-negative ``int``.
+    :raises ValueError: if ``event`` or ``id`` contains a line break or a
+        NUL, or ``retry`` is not a non-negative ``int``.
 
     The encoded form is computed once and cached, so one event sent to many
     clients costs one encoding.
@@ -87,7 +88,7 @@ class Event:
         if event is not None:
             _check_field("event", event)
         if id is not None:
-            _check_field("id", id, nul=True)
+            _check_field("id", id)
         if retry is not None and (
             type(retry) is not int or retry < 0  # bool is an int: refuse it too
         ):

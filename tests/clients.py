@@ -241,10 +241,24 @@ class Follower:
     EventSource, reconnects with ``Last-Event-ID`` when the connection drops.
     """
 
-    def __init__(self, url: str, path: str, total: int, timeout: float = 60) -> None:
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        total: int,
+        timeout: float = 60,
+        *,
+        until: t.Callable[[Event], bool] | None = None,
+    ) -> None:
+        """Read until ``total`` events arrived, or one for which ``until``
+        holds.
+        """
         import threading
 
         self.url, self.path, self.total, self.timeout = url, path, total, timeout
+        self.until = until
+        self._checked = 0
+        self._met = False
         self.received: list[Event] = []
         self.reconnects = 0
         self.pids: list[str] = []
@@ -258,7 +272,7 @@ class Follower:
         cursor = ""
         deadline = time.monotonic() + self.timeout
         try:
-            while len(self.received) < self.total:
+            while not self._finished():
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{len(self.received)} of {self.total}")
                 headers = {"Last-Event-ID": cursor} if cursor else {}
@@ -271,7 +285,7 @@ class Follower:
                     self.pids.append(raw.headers.get("x-worker-pid", ""))
                     cursor = raw.parser.last_event_id
                     self.ready.set()
-                    while len(self.received) < self.total:
+                    while not self._finished():
                         self.received += raw.events(1)
                         cursor = raw.parser.last_event_id
                 except (EOFError, OSError):
@@ -285,6 +299,14 @@ class Follower:
         finally:
             self.ready.set()
             self.done.set()
+
+    def _finished(self) -> bool:
+        if self.until is not None:
+            fresh = self.received[self._checked :]
+            self._checked = len(self.received)
+            self._met = self._met or any(self.until(event) for event in fresh)
+            return self._met
+        return len(self.received) >= self.total
 
     def wait(self, timeout: float = 60) -> list[Event]:
         assert self.done.wait(timeout), f"{len(self.received)} of {self.total}"

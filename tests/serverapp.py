@@ -37,10 +37,13 @@ def create_app() -> Flask:
     def authorize(channel: str) -> bool:
         if channel.startswith("secret"):
             return False
+        allowed = True
         if bans and os.path.exists(bans):
             with open(bans) as file:
-                return request.args.get("user", "") not in file.read().split()
-        return True
+                allowed = request.args.get("user", "") not in file.read().split()
+        if channel.startswith("slowauth"):
+            time.sleep(0.5)  # I/O after the check: a revocation may come now
+        return allowed
 
     # Receivers a user might write (TEST_GUESTS, comma-separated): one that
     # publishes when a client leaves, one with a bug.
@@ -52,6 +55,12 @@ def create_app() -> Flask:
             events.publish("audit", f"{reason} {channels}", event="left")
 
         signals.client_disconnected.connect(audit, sender=app, weak=False)
+    if "raise-on-connect" in guests:
+
+        def broken_connect(sender: Flask, **extra: t.Any) -> None:
+            raise RuntimeError("a bug in the user's connect receiver")
+
+        signals.client_connected.connect(broken_connect, sender=app, weak=False)
     if "raise" in guests:
 
         def broken(sender: Flask, **extra: t.Any) -> None:

@@ -102,6 +102,21 @@ def test_tail_follows_a_url_in_wire_format(cluster: Server) -> None:
         proc.communicate(timeout=10)  # and close its pipes
 
 
+@pytest.mark.timeout(60)
+def test_tail_escapes_control_characters(cluster: Server) -> None:
+    (cursor,) = cluster.publish("tail-esc", "before")
+    (id,) = cluster.publish("tail-esc", "\x1b]0;pwned\x07red\x1b[31m")
+    proc = start(cluster, "tail", "tail-esc", "--last-event-id", cursor,
+                 "--count", "1")  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert out == f"id: {id}\ndata: \\x1b]0;pwned\\x07red\\x1b[31m\n\n"
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
 @pytest.mark.timeout(90)
 def test_stats_counts_every_worker(cluster: Server) -> None:
     streams = [RawStream(cluster.url, "/stream/counted") for _ in range(12)]

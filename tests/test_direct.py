@@ -16,7 +16,7 @@ from conftest import RedisServer
 from conftest import Server
 
 from flask_eventstream import Event
-from flask_eventstream.backends.redis.store import APPEND_SCRIPT
+from flask_eventstream.backends.redis.scripts import APPEND_SCRIPT
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["direct", "off"])

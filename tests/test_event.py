@@ -53,9 +53,10 @@ def test_line_break_in_event_or_id_is_refused(field: str, value: str) -> None:
         Event("x", **{field: value})
 
 
-def test_nul_in_id_is_refused() -> None:
-    with pytest.raises(ValueError, match="id must not contain a NUL"):
-        Event("x", id="a\0b")
+@pytest.mark.parametrize("field", ["id", "event"])
+def test_nul_in_id_or_event_is_refused(field: str) -> None:
+    with pytest.raises(ValueError, match=f"{field} must not contain a NUL"):
+        Event("x", **{field: "a\0b"})
 
 
 @pytest.mark.parametrize("retry", [-1, 1.5, 1.0, True, False, "100"])
@@ -83,7 +84,7 @@ def test_to_dict_is_what_eventsource_delivers() -> None:
     }
 
 
-_names = st.text(st.characters(blacklist_characters="\r\n", codec="utf-8"))
+_names = st.text(st.characters(blacklist_characters="\r\n\0", codec="utf-8"))
 _ids = st.text(st.characters(blacklist_characters="\r\n\0", codec="utf-8"))
 
 

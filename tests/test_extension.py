@@ -164,8 +164,9 @@ def test_publish_outside_any_app_context_uses_the_one_app(
 
 def test_publish_outside_an_app_context_with_two_apps_names_the_fix() -> None:
     events = EventStream()
-    events.init_app(Flask("one"))
-    events.init_app(Flask("two"))
+    apps = [Flask("one"), Flask("two")]  # held: the extension holds apps weakly
+    for app in apps:
+        events.init_app(app)
     with pytest.raises(RuntimeError, match=r"with app\.app_context\(\)"):
         events.publish("a", "x")
 
@@ -256,3 +257,20 @@ def _take(iterable: t.Iterable[Event], n: int) -> t.Iterator[Event]:
         yield item
         if index + 1 == n:
             return
+
+
+@pytest.mark.parametrize(
+    ("channel", "event", "message"),
+    [
+        ("a", "eventstream-reset", "reserved"),
+        ("a", "eventstream-join", "reserved"),
+        (".", None, "Invalid channel"),
+        ("..", None, "Invalid channel"),
+        ("a", "ty\0pe", "NUL"),
+    ],
+)
+def test_publish_refuses_reserved_types_and_path_like_channels(
+    app: Flask, events: EventStream, channel: str, event: str | None, message: str
+) -> None:
+    with app.app_context(), pytest.raises(ValueError, match=message):
+        events.publish(channel, "x", event=event)

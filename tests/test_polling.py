@@ -30,6 +30,7 @@ def test_poll_without_cursor_gives_current_cursor(server: Server) -> None:
     assert rv.status_code == 200
     assert rv.headers["content-type"] == "application/json"
     assert "no-store" in rv.headers["cache-control"]
+    assert rv.headers["x-content-type-options"] == "nosniff"
     assert rv.content == (
         b'{"events":[],"lastEventId":"' + before.encode() + b'","retry":500}'
     )

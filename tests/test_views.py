@@ -35,7 +35,7 @@ def test_generator_view_items(app: Flask, events: EventStream) -> None:
 
     rv = app.test_client().get("/g")
     assert rv.headers["Content-Type"] == "text/event-stream; charset=utf-8"
-    assert rv.headers["Cache-Control"] == "no-cache"
+    assert rv.headers["Cache-Control"] == "no-store"
     assert rv.headers["X-Accel-Buffering"] == "no"
     assert rv.headers["X-Extra"] == "1"
     assert "Content-Length" not in rv.headers

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from .cors import preflight
 from .direct import capture_start_response
+from .endpoint import blueprint
 from .request import request_cursor
 from .request import short_poll
 from .views import stream
 
 __all__ = [
+    "blueprint",
     "capture_start_response",
     "preflight",
     "request_cursor",

@@ -58,6 +58,7 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
         body = [_answer(sub, records, announce, options)]
     response = Response(body, mimetype="application/json", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     cors_headers(response, hub.settings)
     return response
 

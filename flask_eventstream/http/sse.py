@@ -64,7 +64,7 @@ def sse_response(
     # direct_passthrough: the chunks are bytes already, and the server gets
     # the iterator itself, with nothing of the Response around it to keep.
     response = Response(body, mimetype="text/event-stream", direct_passthrough=True)
-    response.headers["Cache-Control"] = "no-cache"
+    response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     cors_headers(response, hub.settings)
     if headers:
