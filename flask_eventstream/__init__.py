@@ -12,6 +12,8 @@ from .http import stream as stream
 from .subscription import Subscription as Subscription
 from .wire import Event as Event
 
+__version__ = "0.1.0.dev0"
+
 __all__ = [
     "Event",
     "EventStream",

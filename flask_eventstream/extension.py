@@ -202,6 +202,8 @@ class EventStream:
             logger.warning("Publish to %r failed: %s", channel, error)
             raise
         hub.count("published")
+        if not has_request_context():
+            hub.check_heard()
         hub.send(signals.event_published, channel=channel, event=stored)
         return stored
 

@@ -13,7 +13,10 @@ what differs::
 
 Environment variables override three settings without a file of your own:
 ``WEB_CONCURRENCY`` (workers), ``GUNICORN_BIND`` and
-``EVENTSTREAM_WORKER_CONNECTIONS``.
+``EVENTSTREAM_WORKER_CONNECTIONS``. Without ``WEB_CONCURRENCY`` it starts one
+worker, or one per core when ``FLASK_EVENTSTREAM_BACKEND`` (or
+``EVENTSTREAM_BACKEND``) names a shared backend such as Redis: the memory
+backend keeps each worker's events to itself.
 
 Nothing here is needed for a graceful shutdown: on ``SIGTERM``, a reload or a
 ``max_requests`` restart, each worker's streams end at once with a jittered
@@ -28,9 +31,25 @@ import typing as t
 #: Streams are long requests that mostly wait: one greenlet each.
 worker_class = "gevent"
 
+
 #: One worker per core. With the memory backend a publish reaches only its
 #: own worker's clients: use one worker, or a Redis backend for more.
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1))
+def _shared_backend() -> bool:
+    # What the app will read, if set the way app.config.from_prefixed_env()
+    # or a plain environment variable would set it.
+    for name in ("FLASK_EVENTSTREAM_BACKEND", "EVENTSTREAM_BACKEND"):
+        value = os.environ.get(name, "").strip('"')
+        if value:
+            return value != "memory"
+    return False
+
+
+# One worker unless the backend is shared: with the memory backend each
+# worker would keep its own events, and a publish would reach only the
+# clients of one worker. Set WEB_CONCURRENCY (and a Redis backend) for more.
+workers = int(
+    os.environ.get("WEB_CONCURRENCY", (os.cpu_count() or 1) if _shared_backend() else 1)
+)
 
 #: Concurrent connections per worker; every open stream holds one. Keep it at
 #: or above ``EVENTSTREAM_MAX_CONNECTIONS`` (10,000), which answers 503 past

@@ -23,6 +23,7 @@ from .monitor import REPORT_TTL
 from .monitor import Reporter
 from .monitor import worker_name
 from .settings import Settings
+from .setup_checks import gunicorn_worker
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -66,6 +67,9 @@ class Hub:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         #: Open subscriptions (streams and long-polls) in this worker.
         self.connections = 0
+        #: Whether this process ever opened a subscription.
+        self.served = False
+        self._warned_unheard = False
         self.backend = create_backend(
             settings.backend_url,
             settings.history,
@@ -156,6 +160,23 @@ class Hub:
                 if owner is not None and owner.close(reason):
                     closed += 1
         return closed
+
+    def check_heard(self) -> None:
+        """Warn, once, when the memory backend publishes in a process that
+        serves no streams (a script, a task worker): nobody can hear it.
+        """
+        if self._warned_unheard or self.served or self.settings.backend_url != "memory":
+            return
+        if gunicorn_worker() is not None:
+            return
+        self._warned_unheard = True
+        self.logger.warning(
+            "Published with the memory backend in a process that serves no"
+            " streams: the memory backend reaches only the clients of this"
+            " process, so no client will receive it. Publish from the server"
+            " process, or use a Redis backend (EVENTSTREAM_BACKEND) to publish"
+            " from scripts and task queues."
+        )
 
     def figures(self) -> dict[str, t.Any]:
         """This worker's figures, as reported to the backend."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -32,6 +31,8 @@ import typing as t
 
 from .departures import Departures
 from .settings import Settings
+from .setup_checks import check_server
+from .setup_checks import gunicorn_worker
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -89,6 +90,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._running = False
         self._pid = 0
+        self._checked = 0  # the pid whose server was checked
 
     def add(self, body: Watched) -> None:
         """Watch ``body``; end it at once when the worker is stopping (a
@@ -101,6 +103,9 @@ class Monitor:
             self.departures.add(body, body.socket)
         if not self._running or self._pid != os.getpid():
             self._start()
+        if self._checked != os.getpid():
+            self._checked = os.getpid()  # once per worker, at its first stream
+            check_server(self.settings.backend_url)
 
     def discard(self, body: Watched) -> None:
         with self._lock:
@@ -189,16 +194,3 @@ class Monitor:
 def worker_name() -> str:
     """This process, as ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def gunicorn_worker() -> t.Any:
-    """Return the gunicorn worker serving this process, or ``None``.
-
-    Gunicorn installs ``worker.handle_exit`` as the worker's ``SIGTERM``
-    handler; reading a handler is allowed from any thread.
-    """
-    handler = signal.getsignal(signal.SIGTERM)
-    worker = getattr(handler, "__self__", None)
-    if worker is None or not type(worker).__module__.startswith("gunicorn."):
-        return None
-    return worker if hasattr(worker, "alive") else None

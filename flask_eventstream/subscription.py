@@ -104,6 +104,15 @@ class Subscription:
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
 
+    def __call__(self, environ: object, start_response: object) -> t.NoReturn:
+        # Flask calls a view's return value that it does not know as a WSGI
+        # app: that is how a view without @stream ends up here.
+        raise TypeError(
+            f"The view returned {self!r} without serving it: decorate the view"
+            " with @stream (below the route decorator, so that the route"
+            " registers the decorated view)."
+        )
+
     # -- lifecycle --------------------------------------------------------
 
     def serve(
@@ -143,6 +152,7 @@ class Subscription:
         # Counted first, before any backend work: EventStream.subscribe
         # checked the limit, and nothing between there and here switches.
         hub.connections += 1
+        hub.served = True
         self._attached = True
         try:
             # Every channel on the bus before the first backend call, so a

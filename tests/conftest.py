@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from pathlib import Path
@@ -75,6 +76,8 @@ class Server:
                 value if isinstance(value, str) else _json(value)
             )
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: t.IO[bytes] | None = None
+        self.final_output = ""
 
     def command(self) -> list[str]:
         if self.kind == "flask":
@@ -82,7 +85,7 @@ class Server:
                 sys.executable, "-m", "flask", "--app", self.app, "run",
                 "--port", str(self.port), "--with-threads", "--no-reload",
             ]  # fmt: skip
-        worker = {"gevent": "gevent", "gthread": "gthread"}[self.kind]
+        worker = {"gevent": "gevent", "gthread": "gthread", "sync": "sync"}[self.kind]
         cmd = [
             sys.executable, "-m", "gunicorn", "-k", worker,
             "-b", f"127.0.0.1:{self.port}", "-w", str(self.workers),
@@ -90,13 +93,20 @@ class Server:
         ]  # fmt: skip
         if worker == "gevent":
             cmd += ["--worker-connections", "4000"]
-        else:
+        elif worker == "gthread" and "--threads" not in self.extra:
             cmd += ["--threads", "520"]  # one thread per open stream
         return [*cmd, *self.extra, self.app]
 
     def start(self, timeout: float = 20.0) -> Server:
+        if self.log is not None and not self.log.closed:
+            self.log.close()
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            self.command(), env=self.env, cwd=TESTS, start_new_session=True
+            self.command(),
+            env=self.env,
+            cwd=TESTS,
+            start_new_session=True,
+            stderr=self.log,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -132,14 +142,16 @@ class Server:
         return len(pids)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout)
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        if self.log is not None and not self.log.closed:
+            self.final_output = self.output()
+            self.log.close()
 
     def publish(
         self,
@@ -160,6 +172,13 @@ class Server:
         return t.cast(
             dict[str, t.Any], httpx.get(self.url + "/stats", timeout=5).json()
         )
+
+    def output(self) -> str:
+        """What the server wrote to its standard error so far (its log)."""
+        if self.log is None or self.log.closed:
+            return self.final_output
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
 
     def debug(self) -> dict[str, t.Any]:
         """What a leak would grow in the worker: greenlets, subscriptions,
@@ -253,6 +272,8 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log: t.IO[bytes] | None = None
+        self.final_output = ""
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         import redis

@@ -157,6 +157,11 @@ def create_app() -> Flask:
     def generator() -> t.Any:
         yield "only a stream"
 
+    @app.get("/broken")
+    @stream
+    def broken() -> t.Any:
+        raise RuntimeError("a bug in the view")
+
     @app.get("/gone")
     @stream
     def gone() -> t.Any:

@@ -157,3 +157,27 @@ def test_204_stops_reconnecting(browser: Browser, server: Server, mode: str) -> 
     assert len(before) == 1
     assert page.evaluate("window.opened") == 0
     page.close()
+
+
+@pytest.mark.parametrize("mode", ["auto", "longpoll"])
+@pytest.mark.parametrize(
+    ("path", "status", "message"),
+    [
+        ("/stream/secret-room", 403, "Not allowed to subscribe to 'secret-room'."),
+        ("/nowhere", 404, "The requested URL was not found on the server."),
+        ("/broken", 500, "The server encountered an internal error"),
+    ],
+)
+def test_the_client_s_error_says_the_status_and_the_reason(
+    browser: Browser, server: Server, mode: str, path: str, status: int, message: str
+) -> None:
+    page = browser.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{server.url}/page/{mode}?url={path}")
+    page.wait_for_function("window.failures.length >= 1")
+    failure = page.evaluate("window.failures[0]")
+    assert failure["status"] == status
+    assert failure["message"].startswith(message), failure
+    if status < 500:
+        assert failure["state"] == 2  # a refusal is final, as in EventSource
+    page.close()

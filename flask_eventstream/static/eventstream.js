@@ -6,7 +6,9 @@
  *   source.addEventListener("order", (e) => console.log(e.data, e.lastEventId));
  *
  * transport: "auto" (native EventSource where it exists, else long-polling),
- * "eventsource", "longpoll" or "poll". Loads as a classic script (defines
+ * "eventsource", "longpoll" or "poll". An "error" event carries `status` (the
+ * HTTP status, 0 when there was no answer) and `message` (the server's reason)
+ * where there is one; readyState CLOSED means the client gave up for good. Loads as a classic script (defines
  * window.EventStreamClient); eventstream.mjs beside it exports it as a module.
  */
 (function (global) {
@@ -89,11 +91,63 @@
       self.dispatchEvent(new Event("open"));
     };
     source.onerror = function () {
-      self.readyState = source.readyState === 2 ? CLOSED : CONNECTING;
-      self.dispatchEvent(new Event("error"));
+      if (source.readyState !== 2) {
+        self.readyState = CONNECTING;
+        self.dispatchEvent(new Event("error"));
+        return;
+      }
+      // EventSource gave up (an answer other than a 200 stream) and hides
+      // the answer: ask again to tell the page the status and the reason.
+      self.readyState = CLOSED;
+      self._probe();
     };
     this._forward("message");
   };
+
+  // An error event that says why: `status` (0: no answer) and `message`.
+  proto._fail = function (status, message) {
+    var event = new Event("error");
+    event.status = status;
+    event.message = message;
+    this.dispatchEvent(event);
+  };
+
+  proto._probe = function () {
+    var self = this;
+    var abort = new AbortController();
+    fetch(this.url, {
+      credentials: this.withCredentials ? "include" : "same-origin",
+      headers: {Accept: "text/event-stream"},
+      cache: "no-store",
+      signal: abort.signal,
+    }).then(function (response) {
+      if (response.ok) {  // it answers now: the failure is gone
+        abort.abort();
+        self._fail(response.status, "");
+        return;
+      }
+      return readMessage(response).then(function (message) {
+        self._fail(response.status, message);
+      });
+    }).catch(function () {
+      self._fail(0, "");
+    });
+  };
+
+  // The reason an error answer gives: its text, or an HTML page's paragraphs.
+  function readMessage(response) {
+    var type = response.headers.get("Content-Type") || "";
+    return response.text().then(function (text) {
+      if (type.indexOf("html") >= 0 && typeof DOMParser === "function") {
+        var page = new DOMParser().parseFromString(text, "text/html");
+        var parts = page.querySelectorAll("p");
+        text = parts.length
+          ? Array.prototype.map.call(parts, function (p) { return p.textContent; }).join(" ")
+          : page.body.textContent;
+      }
+      return text.trim().slice(0, 500);
+    }, function () { return ""; });
+  }
 
   proto._forward = function (type) {
     var self = this;
@@ -135,10 +189,18 @@
       if (response.status === 204 || (response.status >= 400 && response.status < 500)) {
         // As EventSource does: a refusal is final.
         self.readyState = CLOSED;
-        self.dispatchEvent(new Event("error"));
-        return null;
+        return readMessage(response).then(function (message) {
+          self._fail(response.status, message);
+          return null;
+        });
       }
-      if (!response.ok) throw new Error("HTTP " + response.status);
+      if (!response.ok) {
+        return readMessage(response).then(function (message) {
+          var error = new Error(message);
+          error.status = response.status;
+          throw error;
+        });
+      }
       if (self.readyState === CONNECTING) {
         self.readyState = OPEN;
         self.dispatchEvent(new Event("open"));
@@ -158,10 +220,10 @@
       }
       if (answer.lastEventId) self.lastEventId = answer.lastEventId;
       self._schedule(self.transport === "poll" ? self._retry : 0);
-    }).catch(function () {
+    }).catch(function (error) {
       if (self.readyState === CLOSED) return;
       self.readyState = CONNECTING;
-      self.dispatchEvent(new Event("error"));
+      self._fail(error && error.status || 0, error && error.status ? error.message : "");
       // Back off: retry, doubled for each failure in a row, capped, jittered.
       var delay = Math.min(MAX_BACKOFF, self._retry * Math.pow(2, self._failures));
       self._failures += 1;

@@ -1,0 +1,62 @@
+"""Setups that cannot work well, said once per worker in the log: a server
+that holds a thread per stream, or a memory backend split over processes.
+
+These are warnings, not errors: a development server or a quick test may be
+exactly what the user wants. ``docs/deploying.rst`` has the table of servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import typing as t
+
+logger = logging.getLogger("flask_eventstream")
+
+
+def gunicorn_worker() -> t.Any:
+    """Return the gunicorn worker serving this process, or ``None``.
+
+    Gunicorn installs ``worker.handle_exit`` as the worker's ``SIGTERM``
+    handler; reading a handler is allowed from any thread.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    worker = getattr(handler, "__self__", None)
+    if worker is None or not type(worker).__module__.startswith("gunicorn."):
+        return None
+    return worker if hasattr(worker, "alive") else None
+
+
+def check_server(backend_url: str) -> list[str]:
+    """Log (once per call; call it once per worker) what is wrong with the
+    server this process runs under for streams; return the messages.
+    """
+    worker = gunicorn_worker()
+    if worker is None:
+        return []
+    found = []
+    kind = type(worker).__name__
+    cfg = worker.cfg
+    if kind == "SyncWorker":
+        found.append(
+            "gunicorn's sync worker serves one request at a time: one open stream"
+            " blocks the whole worker (the page itself, then WORKER TIMEOUT)."
+            " Run gunicorn with '-k gevent' (pip install 'flask-eventstream[gevent]')."
+        )
+    elif kind == "ThreadWorker":
+        found.append(
+            f"gunicorn's gthread worker holds a thread per open stream: this worker"
+            f" can serve {cfg.threads} streams and requests at once, and every"
+            " other request waits. Run gunicorn with '-k gevent'"
+            " (pip install 'flask-eventstream[gevent]')."
+        )
+    if backend_url == "memory" and cfg.workers > 1:
+        found.append(
+            f"EVENTSTREAM_BACKEND is 'memory' with {cfg.workers} gunicorn workers:"
+            " each worker keeps its own events, and a publish reaches only the"
+            " clients of the worker that made it. Use a Redis backend, or one"
+            " worker."
+        )
+    for message in found:
+        logger.warning(message)
+    return found

@@ -1,0 +1,142 @@
+"""The first hour: what a new user meets, from the setups that cannot work
+well (said in the log) to the mistakes a view can make (said in the error).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+import typing as t
+
+import pytest
+from clients import RawStream
+from conftest import Server
+from conftest import TESTS
+from flask import Flask
+
+from flask_eventstream import EventStream
+from flask_eventstream import stream
+
+
+def first_stream_log(server: Server, path: str = "/stream/hello") -> str:
+    """Open a stream (the worker checks its setup then), and return the log."""
+    stream = RawStream(server.url, path, timeout=5)
+    try:
+        stream.read_head()
+    finally:
+        stream.close()
+    return server.output()
+
+
+def test_the_sync_worker_is_named_with_the_fix() -> None:
+    server = Server("sync", extra=["--timeout", "5"]).start()
+    try:
+        log = first_stream_log(server)
+    finally:
+        server.stop()
+    assert "sync worker serves one request at a time" in log
+    assert "-k gevent" in log
+
+
+def test_the_gthread_worker_says_how_many_streams_it_holds() -> None:
+    server = Server("gthread", extra=["--threads", "4"]).start()
+    try:
+        log = first_stream_log(server)
+    finally:
+        server.stop()
+    assert "can serve 4 streams and requests at once" in log
+
+
+def test_the_memory_backend_on_two_workers_is_named() -> None:
+    server = Server(workers=2, extra=["--reuse-port"]).start()
+    try:
+        log = first_stream_log(server)
+    finally:
+        server.stop()
+    assert "EVENTSTREAM_BACKEND is 'memory' with 2 gunicorn workers" in log
+
+
+def test_one_gevent_worker_with_the_memory_backend_says_nothing() -> None:
+    server = Server().start()
+    try:
+        log = first_stream_log(server)
+    finally:
+        server.stop()
+    assert "flask_eventstream" not in log and "EVENTSTREAM" not in log, log
+
+
+@pytest.mark.parametrize(
+    ("backend", "workers"),
+    [(None, "1"), ("memory", "1"), ("redis://127.0.0.1:6379/0", str(os.cpu_count()))],
+)
+def test_the_preset_starts_one_worker_unless_the_backend_is_shared(
+    backend: str | None, workers: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if "EVENTSTREAM" not in k}
+    env.pop("WEB_CONCURRENCY", None)
+    if backend is not None:
+        env["FLASK_EVENTSTREAM_BACKEND"] = backend
+    code = "import flask_eventstream.gunicorn as g; print(g.workers)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+    )
+    assert done.stdout.strip() == workers, done.stderr
+
+
+def test_a_memory_publish_from_a_script_warns_that_nobody_hears_it() -> None:
+    server = Server()  # its environment only: the script is another process
+    code = (
+        "from serverapp import app, events\n"
+        "events.publish('news', 'from a script')\n"
+        "events.publish('news', 'and again')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=server.env,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("no client will receive it") == 1, done.stderr
+
+
+def test_a_subscription_returned_without_stream_says_how_to_fix_it() -> None:
+    app = Flask(__name__)
+    app.testing = True
+    events = EventStream(app)
+
+    @app.get("/plain")
+    def plain() -> t.Any:
+        return events.subscribe("a")
+
+    @stream  # above the route: the route registered the undecorated view
+    @app.get("/upside-down")
+    def upside_down() -> t.Any:
+        return events.subscribe("a")
+
+    for url in ("/plain", "/upside-down"):
+        with pytest.raises(TypeError, match=r"decorate the view with @stream \(below"):
+            app.test_client().get(url)
+
+
+def test_a_dashboard_snapshot_of_64_kib_publishes_with_the_defaults() -> None:
+    app = Flask(__name__)
+    events = EventStream(app)
+    snapshot = {"rows": [{"id": n, "label": "x" * 120} for n in range(500)]}
+    with app.app_context():
+        stored = events.publish("dashboard", snapshot)
+        assert len(stored.data) > 64 * 1024
+        with pytest.raises(ValueError, match="EVENTSTREAM_MAX_EVENT_BYTES"):
+            events.publish("dashboard", "x" * (1024 * 1024))
+
+
+def test_the_version_is_the_package_s() -> None:
+    import flask_eventstream
+
+    assert flask_eventstream.__version__ == importlib.metadata.version(
+        "flask-eventstream"
+    )
