@@ -23,22 +23,16 @@ class Replay:
     :param hub: the app's live parts.
     :param channels: the subscription's channels.
     :param last_event_id: the client's cursor, or ``None``.
-    :param name: the subscription, for the log.
     """
 
-    __slots__ = ("hub", "channels", "last_event_id", "name", "position", "more")
+    __slots__ = ("hub", "channels", "last_event_id", "position", "more")
 
     def __init__(
-        self,
-        hub: Hub,
-        channels: tuple[str, ...],
-        last_event_id: str | None,
-        name: str,
+        self, hub: Hub, channels: tuple[str, ...], last_event_id: str | None
     ) -> None:
         self.hub = hub
         self.channels = channels
         self.last_event_id = last_event_id
-        self.name = name
         #: The last event sent (or the cursor to start after).
         self.position = Cursor((0, 0), "")
         #: Whether the last page was full: more may be stored after it.
@@ -90,8 +84,8 @@ class Replay:
         self.more = False
         hub.count("resets")
         hub.logger.info(
-            "Reset %s at cursor %r (%s): %s",
-            self.name,
+            "Reset <Subscription %s> at cursor %r (%s): %s",
+            ", ".join(self.channels),
             self.last_event_id,
             problem.reason,
             problem.detail,

@@ -97,7 +97,7 @@ class Subscription:
         self._on_drop: t.Callable[[], None] | None = None
         self._sink: Sink | None = None
         self._armed = False
-        self._replay = Replay(hub, channels, last_event_id, repr(self))
+        self._replay: Replay | None = Replay(hub, channels, last_event_id)
         #: The hub's revocation count before ``authorize`` ran for it.
         self._mark = hub.revocation_mark() if mark is None else mark
 
@@ -105,8 +105,7 @@ class Subscription:
         return f"<Subscription {', '.join(self.channels)}>"
 
     def __call__(self, environ: object, start_response: object) -> t.NoReturn:
-        # Flask calls a view's return value that it does not know as a WSGI
-        # app: that is how a view without @stream ends up here.
+        # Flask calls a view's unknown return value as a WSGI app.
         raise TypeError(
             f"The view returned {self!r} without serving it: decorate the view"
             " with @stream (below the route decorator, so that the route"
@@ -183,19 +182,27 @@ class Subscription:
         a page, bounded in bytes); :meth:`more` reads the next page.
         """
         replay = self._replay
+        assert replay is not None, "a subscription replays once"
         records, announce = replay.start(
             live=self._attached, limit=limit or self.hub.settings.replay_page
         )
         self._high = replay.position.key
+        if not replay.more:
+            self._replay = None  # caught up: an idle stream keeps nothing of it
         return records, announce
 
     def more(self) -> list[Record]:
         """Return the next page of the replay; ``[]`` once caught up (then
         live events follow through :meth:`wait`).
         """
-        records = self._replay.next_page(self.hub.settings.replay_page)
+        replay = self._replay
+        if replay is None:
+            return []
+        records = replay.next_page(self.hub.settings.replay_page)
         if records:
             self._high = max(self._high, records[-1].key)
+        if not replay.more:
+            self._replay = None
         return records
 
     def close(self, reason: str = "closed") -> bool:
