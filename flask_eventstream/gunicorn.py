@@ -96,6 +96,6 @@ def worker_abort(worker: t.Any) -> None:
 def child_exit(server: t.Any, worker: t.Any) -> None:
     """Drop a gone worker's live gauges (Prometheus multiprocess mode)."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        from prometheus_client import multiprocess
+        from .metrics import worker_gone
 
-        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+        worker_gone(worker.pid)

@@ -20,6 +20,7 @@ sums them over the workers.
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 from flask import Flask
@@ -29,10 +30,19 @@ from .hub import COUNTERS
 
 try:
     import prometheus_client
+    from prometheus_client import multiprocess
     from prometheus_client.core import CounterMetricFamily
     from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.mmap_dict import mmap_key
+    from prometheus_client.mmap_dict import MmapedDict
 except ImportError:  # pragma: no cover - checked in __init__
     prometheus_client = None  # type: ignore[assignment]
+
+#: Seconds a channel without subscribers keeps its series (multiprocess mode;
+#: in one process a scrape lists only the channels with subscribers).
+CHANNEL_SERIES_TTL = 300.0
+
+_CHANNELS_HELP = "Open subscriptions per channel."
 
 _HELP = {
     "published": "Events published by this app.",
@@ -58,6 +68,8 @@ class PrometheusMetrics:
     :param registry: where to register in single-process mode (default:
         prometheus_client's global ``REGISTRY``).
     :param prefix: the metric names' prefix.
+    :param channel_ttl: in multiprocess mode, seconds a channel without
+        subscribers keeps its series (at 0) before it is dropped.
     :raises RuntimeError: if ``prometheus_client`` is not installed.
     """
 
@@ -68,6 +80,7 @@ class PrometheusMetrics:
         *,
         registry: t.Any = None,
         prefix: str = "eventstream",
+        channel_ttl: float = CHANNEL_SERIES_TTL,
     ) -> None:
         if prometheus_client is None:
             raise RuntimeError(
@@ -76,6 +89,9 @@ class PrometheusMetrics:
             )
         self._hub = events.hub_for(app)
         self.prefix = prefix
+        #: Seconds a channel without subscribers keeps its series at 0 in
+        #: multiprocess mode before it is dropped.
+        self.channel_ttl = channel_ttl
         #: Whether prometheus_client's multiprocess mode is on.
         self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         if self.multiprocess:
@@ -95,7 +111,7 @@ class PrometheusMetrics:
         )
         channels = GaugeMetricFamily(
             f"{self.prefix}_channel_subscribers",
-            "Open subscriptions per channel.",
+            _CHANNELS_HELP,
             labels=["channel"],
         )
         for channel, count in sorted(state.bus.subscribers().items()):
@@ -120,13 +136,6 @@ class PrometheusMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self._channels = prometheus_client.Gauge(
-            f"{self.prefix}_channel_subscribers",
-            "Open subscriptions per channel.",
-            ["channel"],
-            multiprocess_mode="livesum",
-            registry=registry,
-        )
         self._counters = {
             name: prometheus_client.Counter(
                 f"{self.prefix}_{name}", _HELP[name], registry=registry
@@ -134,20 +143,60 @@ class PrometheusMetrics:
             for name in COUNTERS
         }
         self._synced = dict.fromkeys(COUNTERS, 0)
-        self._seen_channels: set[str] = set()
+        #: channel -> when it last had a subscriber here
+        self._last_seen: dict[str, float] = {}
         self._hub.reporters.append(self.sync)
 
     def sync(self, figures: dict[str, t.Any]) -> None:
         """Write ``figures`` (from the worker's monitor) to the shared files."""
         self._connections.set(figures["connections"])
-        channels: dict[str, int] = figures["channels"]
-        for channel in self._seen_channels - channels.keys():
-            self._channels.labels(channel).set(0)
-        for channel, count in channels.items():
-            self._channels.labels(channel).set(count)
-        self._seen_channels = set(channels)
+        self._write_channels(figures["channels"])
         for name in COUNTERS:
             value = figures["counters"][name]
             if value > self._synced[name]:
                 self._counters[name].inc(value - self._synced[name])
                 self._synced[name] = value
+
+    def _write_channels(self, channels: dict[str, int]) -> None:
+        # prometheus_client cannot drop a labelled series in multiprocess mode,
+        # and channel names come and go (one per user): this worker's series
+        # are written to a file of its own, rewritten whole each time, which
+        # the MultiProcessCollector reads like its own. A channel without a
+        # subscriber here shows 0 for channel_ttl seconds, then goes.
+        now = time.monotonic()
+        for channel in channels:
+            self._last_seen[channel] = now
+        name = f"{self.prefix}_channel_subscribers"
+        path = channels_file(os.getpid())
+        temporary = f"{path}.new"  # not *.db: a scrape now never reads it half written
+        values = MmapedDict(temporary)  # type: ignore[no-untyped-call]
+        try:
+            for channel, seen in list(self._last_seen.items()):
+                if now - seen > self.channel_ttl:
+                    del self._last_seen[channel]
+                    continue
+                key = mmap_key(name, name, ["channel"], [channel], _CHANNELS_HELP)
+                count = channels.get(channel, 0)
+                values.write_value(key, count, time.time())  # type: ignore[no-untyped-call]
+        finally:
+            values.close()  # type: ignore[no-untyped-call]
+        os.replace(temporary, path)
+
+
+def channels_file(pid: int) -> str:
+    """The file of worker ``pid``'s channel series (multiprocess mode)."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    return os.path.join(directory, f"gauge_livesum_{pid}-eventstream-channels.db")
+
+
+def worker_gone(pid: int) -> None:
+    """Drop the series of a worker that exited (multiprocess mode): its
+    gauges, and its channel series.
+    """
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ or prometheus_client is None:
+        return
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    try:
+        os.remove(channels_file(pid))
+    except FileNotFoundError:
+        pass

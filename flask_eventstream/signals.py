@@ -39,9 +39,12 @@ client_connected = _signals.signal("client-connected")
 #: ``subscription``, ``reason``: ``"closed"`` (the client left or the stream
 #: ended), ``"overflow"`` (its queue filled), ``"revoked"``
 #: (:meth:`~flask_eventstream.EventStream.close_channel`), ``"shutdown"`` (the
-#: worker is stopping), ``"lifetime"`` (``EVENTSTREAM_MAX_LIFETIME``) or
-#: ``"unavailable"`` (the backend could not be reached) or ``"error"`` (opening
-#: it failed otherwise; the error is raised where it was opened).
+#: worker is stopping), ``"lifetime"`` (``EVENTSTREAM_MAX_LIFETIME``),
+#: ``"unavailable"`` (the backend could not be reached), ``"error"`` (opening
+#: it failed otherwise; the error is raised where it was opened), or, when
+#: events may have been missed and the client must resume or reset,
+#: ``"lagged"`` (this worker fell behind the channel's history), ``"control"``
+#: (it missed control messages) or ``"epoch"`` (the store was emptied).
 client_disconnected = _signals.signal("client-disconnected")
 
 

@@ -208,9 +208,8 @@ class Subscription:
     def close(self, reason: str = "closed") -> bool:
         """End the subscription: disconnect it and wake whoever waits on it.
 
-        :param reason: why, for the ``client_disconnected`` signal: ``"closed"``
-            (the client left), ``"overflow"``, ``"revoked"``
-            (:meth:`EventStream.close_channel`), ``"shutdown"``, ``"lifetime"``.
+        :param reason: why, for the ``client_disconnected`` signal (its
+            documentation lists them).
         :return: whether it was live until now.
         """
         live = self._closed is None

@@ -68,6 +68,24 @@ def resets(events: list[Event]) -> list[dict[str, t.Any]]:
     return [json.loads(e.data) for e in events if e.event == RESET]
 
 
+def resume(server: Server, channel: str, cursor: str) -> list[tuple[str, str]]:
+    """Resume ``channel`` after ``cursor``: the opening's events, as
+    ``(type, reset reason or data)``.
+    """
+    stream = RawStream(server.url, f"/stream/{channel}", {"Last-Event-ID": cursor})
+    try:
+        got = stream.open(cursor)
+    finally:
+        stream.close()
+    return [
+        (
+            e.event or "message",
+            json.loads(e.data)["reason"] if e.event == RESET else e.data,
+        )
+        for e in got
+    ]
+
+
 def is_end(event: Event) -> bool:
     return event.data == "end"
 
@@ -143,12 +161,7 @@ def test_a_cursor_into_a_flushed_store_gets_a_reset(redis_server: RedisServer) -
         server.publish("flushed", "missed")
         redis_server.client().flushall()
         server.publish("flushed", "after")  # makes the old cursor look valid
-        stream = RawStream(server.url, "/stream/flushed", {"Last-Event-ID": cursor})
-        got = stream.open(cursor)
-        stream.close()
-        assert [(e.event, json.loads(e.data)["reason"]) for e in got] == [
-            (RESET, "epoch")
-        ]
+        assert resume(server, "flushed", cursor) == [(RESET, "epoch")]
     finally:
         server.stop()
 
@@ -166,12 +179,7 @@ def test_a_cursor_into_expired_history_gets_a_reset(redis_server: RedisServer) -
             time.sleep(0.05)
         time.sleep(0.6)  # the next event comes more than the TTL later
         server.publish("quiet", "after")
-        stream = RawStream(server.url, "/stream/quiet", {"Last-Event-ID": cursor})
-        got = stream.open(cursor)
-        stream.close()
-        assert [(e.event, json.loads(e.data)["reason"]) for e in got] == [
-            (RESET, "expired")
-        ]
+        assert resume(server, "quiet", cursor) == [(RESET, "expired")]
     finally:
         server.stop()
 
@@ -212,12 +220,7 @@ def test_a_cursor_from_another_memory_process_gets_a_reset() -> None:
     second = Server().start()
     try:
         second.publish("m", "new process", count=3)
-        stream = RawStream(second.url, "/stream/m", {"Last-Event-ID": cursor})
-        got = stream.open(cursor)
-        stream.close()
-        assert [(e.event, json.loads(e.data)["reason"]) for e in got] == [
-            (RESET, "epoch")
-        ]
+        assert resume(second, "m", cursor) == [(RESET, "epoch")]
     finally:
         second.stop()
 
@@ -230,12 +233,7 @@ def test_a_channel_forgotten_by_the_memory_backend_resets_old_cursors() -> None:
         server.publish("b", "x")
         server.publish("c", "x")  # "a" is forgotten
         server.publish("a", "again")
-        stream = RawStream(server.url, "/stream/a", {"Last-Event-ID": cursor})
-        got = stream.open(cursor)
-        stream.close()
-        assert [(e.event, json.loads(e.data)["reason"]) for e in got] == [
-            (RESET, "expired")
-        ]
+        assert resume(server, "a", cursor) == [(RESET, "expired")]
     finally:
         server.stop()
 

@@ -95,3 +95,31 @@ def test_multiprocess_mode_sums_the_workers(
         for stream in streams:
             stream.close()
         server.stop()
+
+
+def test_a_channel_without_subscribers_loses_its_series(
+    app: Flask, events: EventStream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from flask_eventstream.hub import COUNTERS
+
+    # What each worker's monitor hands the exporter every two seconds, and
+    # what a scrape reads from the shared directory.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    exporter = PrometheusMetrics(
+        events, app, registry=CollectorRegistry(), channel_ttl=0.3
+    )
+    scraped = CollectorRegistry()
+    MultiProcessCollector(scraped, path=str(tmp_path))
+    series = 'eventstream_channel_subscribers{channel="user.7"}'
+    figures = {"connections": 1, "counters": dict.fromkeys(COUNTERS, 0)}
+    exporter.sync({**figures, "channels": {"user.7": 2}})
+    assert sample(generate_latest(scraped).decode(), series) == 2
+    exporter.sync({**figures, "channels": {}})
+    assert sample(generate_latest(scraped).decode(), series) == 0
+    time.sleep(0.4)
+    exporter.sync({**figures, "channels": {"user.8": 1}})
+    text = generate_latest(scraped).decode()
+    assert sample(text, series) is None
+    assert sample(text, 'eventstream_channel_subscribers{channel="user.8"}') == 1

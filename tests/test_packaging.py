@@ -6,20 +6,16 @@ oldest Flask and blinker it claims still run it.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tarfile
-import time
 import venv
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
-from clients import RawStream
-from conftest import free_port
 from conftest import ROOT
+from test_quickstart import check_quickstart
 from test_quickstart import readme_blocks
 
 
@@ -39,35 +35,8 @@ def clean_venv(path: Path, *requirements: str) -> Path:
 def test_the_gevent_extra_alone_runs_the_readme(tmp_path: Path) -> None:
     python = clean_venv(tmp_path / "venv", f"{ROOT}[gevent]")
     (tmp_path / "app.py").write_text(readme_blocks()[0])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    proc = subprocess.Popen(
-        [str(tmp_path / "venv" / "bin" / "gunicorn"), "-k", "gevent",
-         "--worker-connections", "10000", "-w", "1", "-b", f"127.0.0.1:{port}",
-         "app:app"],
-        cwd=tmp_path, env=env, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, "gunicorn exited: the extra lacks something"
-            try:
-                httpx.get(url + "/nothing", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-        stream = RawStream(url, "/orders/7/events")
-        stream.open()
-        assert httpx.post(url + "/orders/7/ship", timeout=5).status_code == 204
-        (event,) = stream.events(1)
-        assert event.event == "order"
-        stream.close()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    assert python.exists()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    check_quickstart([str(python.parent / "gunicorn")], tmp_path, env)
 
 
 SMOKE = """

@@ -50,19 +50,19 @@ def test_every_name_the_quickstart_uses_is_imported(
     assert lint.returncode == 0, lint.stdout
 
 
-@pytest.mark.parametrize("source", SOURCES)
-def test_the_quickstart_app_serves_and_delivers(source: str, tmp_path: Path) -> None:
-    (tmp_path / "app.py").write_text(SOURCES[source]()[0])
+def check_quickstart(gunicorn: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Serve the quickstart's ``app.py`` in ``cwd`` with ``gunicorn`` (the
+    command that starts it), then stream an order and a tick from it.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if "EVENTSTREAM" not in k}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-k", "gevent", "--worker-connections",
-         "10000", "-w", "1", "-b", f"127.0.0.1:{port}", "app:app"],
-        cwd=tmp_path, env=env, start_new_session=True,
+        [*gunicorn, "-k", "gevent", "--worker-connections", "10000", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "app:app"],
+        cwd=cwd, env=env, start_new_session=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, "gunicorn exited"
             try:
@@ -85,3 +85,10 @@ def test_the_quickstart_app_serves_and_delivers(source: str, tmp_path: Path) -> 
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(10)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_the_quickstart_app_serves_and_delivers(source: str, tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(SOURCES[source]()[0])
+    env = {k: v for k, v in os.environ.items() if "EVENTSTREAM" not in k}
+    check_quickstart([sys.executable, "-m", "gunicorn"], tmp_path, env)

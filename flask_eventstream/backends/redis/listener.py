@@ -24,6 +24,8 @@ import threading
 import time
 import typing as t
 
+import redis
+
 from ...errors import BackendUnavailable
 from ...ids import Cursor
 from ...ids import format_key
@@ -32,14 +34,6 @@ from ...ids import Record
 from ...ids import Run
 from .codec import key_of
 from .codec import record_of
-
-try:
-    import redis
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "EVENTSTREAM_BACKEND names a Redis URL, but the 'redis' package is not"
-        " installed. Install it with: pip install 'flask-eventstream[redis]'"
-    ) from error
 
 logger = logging.getLogger("flask_eventstream")
 
