@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import ServiceUnavailable
 
 from . import signals
+from .backends.base import Once
 from .cli import eventstream_cli
 from .errors import PublishError
 from .http import blueprint
@@ -25,6 +26,7 @@ from .http import request_cursor
 from .http import short_poll
 from .hub import Hub
 from .settings import check_channel
+from .settings import check_publish
 from .settings import DEFAULTS
 from .subscription import Subscription
 from .wire import Event
@@ -32,9 +34,6 @@ from .wire import Event
 logger = logging.getLogger("flask_eventstream")
 
 _FROM_REQUEST: t.Any = object()
-
-#: Event types the library sends itself; ``publish`` refuses them.
-RESERVED_PREFIX = "eventstream-"
 
 
 def _refuse(hub: Hub, error: HTTPException, reason: str, *args: t.Any) -> t.NoReturn:
@@ -97,6 +96,7 @@ class EventStream:
           cookies (``Access-Control-Allow-Credentials``).
         - ``EVENTSTREAM_DIRECT_WRITES``: under gunicorn's gevent worker, let
           the publisher write an event to a waiting client's socket itself.
+        - ``EVENTSTREAM_IDEMPOTENCY_WINDOW``: seconds an idempotency key holds.
 
         :raises RuntimeError: if an ``EventStream`` is already registered on
             ``app``.
@@ -156,7 +156,14 @@ class EventStream:
 
     # -- publishing -------------------------------------------------------
 
-    def publish(self, channel: str, data: t.Any, *, event: str | None = None) -> Event:
+    def publish(
+        self,
+        channel: str,
+        data: t.Any,
+        *,
+        event: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event:
         """Store an event on ``channel`` and send it to every subscriber.
 
         Works in a request, in a CLI command, and outside any app context
@@ -168,44 +175,46 @@ class EventStream:
         :param data: a ``str`` is sent as it is; anything else is serialised
             with the app's JSON provider (``app.json``).
         :param event: the event type, or ``None`` for a plain ``message``.
+        :param idempotency_key: a repeat with the same key within
+            ``EVENTSTREAM_IDEMPOTENCY_WINDOW`` stores and sends nothing and
+            returns the first event: a publish retried after a
+            :class:`PublishError` is never stored twice (with Redis, across
+            processes, atomically with the append).
         :return: the stored event, with the id the backend assigned.
-        :raises ValueError: for an invalid channel or event name (a type
-            starting with ``eventstream-`` is reserved), or an event larger
-            than ``EVENTSTREAM_MAX_EVENT_BYTES``.
+        :raises ValueError: for an invalid channel, event type (``eventstream-``
+            is reserved), idempotency key, or size (``MAX_EVENT_BYTES``).
         :raises PublishError: if the backend cannot store the event.
         """
         app = self._app()
         hub = self.hub_for(app)
-        problem = check_channel(channel)
+        settings = hub.settings
+        problem = check_channel(channel) or check_publish(event, idempotency_key)
         if problem is not None:
             raise ValueError(problem)
         if not isinstance(data, str):
             data = app.json.dumps(data)
-        if isinstance(event, str) and event.startswith(RESERVED_PREFIX):
-            raise ValueError(
-                f"Event types starting with {RESERVED_PREFIX!r} are reserved for"
-                f" the library's own events (such as 'eventstream-reset'), not"
-                f" {event[:60]!r}."
-            )
         candidate = Event(data, event=event)
         size = len(candidate.encode())
-        limit = hub.settings.max_event_bytes
-        if size > limit:
+        if size > settings.max_event_bytes:
             raise ValueError(
                 f"The event is {size} bytes encoded, more than"
-                f" EVENTSTREAM_MAX_EVENT_BYTES ({limit})."
+                f" EVENTSTREAM_MAX_EVENT_BYTES ({settings.max_event_bytes})."
             )
+        key = idempotency_key
+        once = Once(key, settings.idempotency_window) if key is not None else None
         try:
-            stored = hub.backend.append(channel, candidate).event
+            record = hub.backend.append(channel, candidate, once)
         except PublishError as error:
             hub.count("errors")
             logger.warning("Publish to %r failed: %s", channel, error)
             raise
+        if record.repeat:
+            return record.event  # stored before: nothing new to tell
         hub.count("published")
         if not has_request_context():
             hub.check_heard()
-        hub.send(signals.event_published, channel=channel, event=stored)
-        return stored
+        hub.send(signals.event_published, channel=channel, event=record.event)
+        return record.event
 
     # -- subscribing ------------------------------------------------------
 

@@ -108,7 +108,7 @@ class Record:
     ordering and de-duplication, and the event whose bytes every client shares.
     """
 
-    __slots__ = ("channel", "key", "event", "prev")
+    __slots__ = ("channel", "key", "event", "prev", "repeat")
 
     def __init__(
         self, channel: str, key: Key, event: Event, prev: Key | None = None
@@ -120,6 +120,9 @@ class Record:
         #: first), where the backend knows it: a reader that has not seen
         #: that one has missed something.
         self.prev = prev
+        #: Whether ``publish`` was a repeat of an earlier one (its
+        #: idempotency key): this is that first event, and nothing was stored.
+        self.repeat = False
 
     def __repr__(self) -> str:
         return f"Record({self.channel!r}, {format_key(self.key)!r}, {self.event!r})"

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_SEND_BUFFER": None,
     "EVENTSTREAM_HISTORY_CHANNELS": 10000,
     "EVENTSTREAM_DIRECT_WRITES": True,
+    "EVENTSTREAM_IDEMPOTENCY_WINDOW": 300.0,
 }
 
 #: The most bytes of events one replay read brings into a worker.
@@ -51,6 +52,32 @@ def check_channel(channel: object) -> str | None:
             f"Invalid channel name {channel[:140]!r}: use 1 to 128 letters,"
             " digits, '_', '.', ':' or '-' (not '.' or '..' alone: they are"
             " path segments in a URL)."
+        )
+    return None
+
+
+#: Event types the library sends itself; ``publish`` refuses them.
+RESERVED_PREFIX = "eventstream-"
+
+#: An idempotency key: printable, 1 to 200 characters.
+IDEMPOTENCY_KEY = re.compile(r"\A[!-~]{1,200}\Z")
+
+
+def check_publish(event: object, idempotency_key: object) -> str | None:
+    """Return why ``publish`` refuses this event type or idempotency key."""
+    if isinstance(event, str) and event.startswith(RESERVED_PREFIX):
+        return (
+            f"Event types starting with {RESERVED_PREFIX!r} are reserved for"
+            f" the library's own events (such as 'eventstream-reset'), not"
+            f" {event[:60]!r}."
+        )
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or IDEMPOTENCY_KEY.match(idempotency_key) is None
+    ):
+        return (
+            "An idempotency key is a str of 1 to 200 printable ASCII characters"
+            f" without spaces, not {idempotency_key!r:.60}."
         )
     return None
 
@@ -114,3 +141,6 @@ class Settings:
         self.cors_origins: frozenset[str] = frozenset(origins or ())
         self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
         self.direct_writes = bool(config["EVENTSTREAM_DIRECT_WRITES"])
+        self.idempotency_window: float = _positive(
+            config, "EVENTSTREAM_IDEMPOTENCY_WINDOW", float
+        )

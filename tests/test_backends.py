@@ -275,3 +275,20 @@ def test_a_run_shares_its_bytes_and_drops_what_a_client_has() -> None:
     assert later.encode() == records[1].event.encode() + records[2].event.encode()
     single = Run("c", records[:1])
     assert single.encode_chunk() is records[0].event.encode_chunk()
+
+
+def test_an_idempotency_key_stores_once_within_its_window(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    from flask_eventstream.backends.base import Once
+
+    backend = make_backend(100)
+    start = backend.head()
+    first = backend.append("pay", Event("paid", event="order"), Once("k1", 0.3))
+    again = backend.append("pay", Event("paid", event="order"), Once("k1", 0.3))
+    assert (first.repeat, again.repeat) == (False, True)
+    assert again.key == first.key and again.event == first.event
+    assert [r.key for r in backend.read(["pay"], start, 100)] == [first.key]
+    time.sleep(0.4)
+    later = backend.append("pay", Event("paid"), Once("k1", 0.3))
+    assert not later.repeat and later.key > first.key

@@ -106,9 +106,10 @@ def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
         client = redis_server.client()
         append = client.register_script(APPEND_SCRIPT)
         keys = [f"{prefix}stream:burst", f"{prefix}last-id", f"{prefix}epoch"]
+        keys.append(f"{prefix}once:")
         with client.pipeline(transaction=True) as pipe:
             for n in range(5):
-                args = [100, 0, "", f"b{n}\nsecond line", "0-0", "unused"]
+                args = [100, 0, "", f"b{n}\nsecond line", "0-0", "unused", 0]
                 append(keys=keys, args=args, client=pipe)
             ids = [f"{k.decode()}-{e.decode()}" for k, e in pipe.execute()]
         events = [Event(f"b{n}\nsecond line", id=i).encode() for n, i in enumerate(ids)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gc
 import json
 import threading
+import time
 import typing as t
 import weakref
 
@@ -274,3 +275,29 @@ def test_publish_refuses_reserved_types_and_path_like_channels(
 ) -> None:
     with app.app_context(), pytest.raises(ValueError, match=message):
         events.publish(channel, "x", event=event)
+
+
+def test_a_repeat_with_the_same_idempotency_key_stores_nothing() -> None:
+    other = Flask("other")
+    other.config["EVENTSTREAM_IDEMPOTENCY_WINDOW"] = 0.3
+    events2 = EventStream(other)
+    with other.app_context():
+        cursor = events2.publish("jobs", "start").id
+        first = events2.publish("jobs", {"done": 1}, idempotency_key="job-1")
+        again = events2.publish("jobs", {"done": 1}, idempotency_key="job-1")
+        other_key = events2.publish("jobs", {"done": 2}, idempotency_key="job-2")
+        assert again == first and again.id == first.id
+        stored = list(_take(events2.subscribe("jobs", last_event_id=cursor), 2))
+        assert [e.id for e in stored] == [first.id, other_key.id]
+        assert events2.stats()["counters"]["published"] == 3
+        time.sleep(0.4)  # past the window: the key is free again
+        later = events2.publish("jobs", {"done": 1}, idempotency_key="job-1")
+        assert later.id != first.id
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 201, "caf\u00e9", 7])
+def test_a_bad_idempotency_key_is_a_value_error(
+    app: Flask, events: EventStream, key: t.Any
+) -> None:
+    with app.app_context(), pytest.raises(ValueError, match="idempotency key"):
+        events.publish("a", "x", idempotency_key=key)

@@ -276,3 +276,55 @@ def test_a_burst_of_clients_on_their_own_channels_share_redis_round_trips(
         for stream in streams:
             stream.close()
         server.stop()
+
+
+ONCE = """
+import threading
+from serverapp import app, events
+
+ids = []
+def publish():
+    with app.app_context():
+        ids.append(events.publish("paid", "order 7 paid", idempotency_key="pay-7"))
+threads = [threading.Thread(target=publish) for _ in range(7)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(" ".join(sorted({event.id for event in ids})))
+"""
+
+
+def test_concurrent_publishes_with_one_idempotency_key_store_one_event(
+    redis_server: RedisServer,
+) -> None:
+    """21 publishes from 3 processes at once, one key: one event stored and
+    delivered, and every caller gets its id.
+    """
+    server = Server("gevent", config=redis_config(redis_server)).start()
+    try:
+        stream = RawStream(server.url, "/stream/paid")
+        stream.open()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", ONCE],
+                env=server.env,
+                cwd=TESTS,
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for _ in range(3)
+        ]
+        answers = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+        assert all(proc.returncode == 0 for proc in procs)
+        (id,) = answers  # every process saw the same single id
+        assert " " not in id
+        (event,) = stream.events(1)
+        assert (event.id, event.data) == (id, "order 7 paid")
+        prefix = server.env["FLASK_EVENTSTREAM_REDIS_PREFIX"].strip('"')
+        assert redis_server.client().xlen(f"{prefix}stream:paid") == 1
+        (again,) = server.publish("paid", "unrelated")
+        assert stream.events(1)[0].id == again  # nothing else came before it
+        stream.close()
+    finally:
+        server.stop()

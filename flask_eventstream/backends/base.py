@@ -11,6 +11,14 @@ from ..ids import Record
 from ..ids import Run
 from ..wire import Event
 
+
+class Once(t.NamedTuple):
+    """An idempotency key, and the seconds a repeat of it stores nothing."""
+
+    key: str
+    window: float
+
+
 #: Called by a backend with the events that reach this worker, a run at a time.
 Deliver = t.Callable[[Run], None]
 #: Called by a backend when a channel's streams must end on this worker.
@@ -42,9 +50,13 @@ class Backend(ABC):
         self.lost = _nowhere2
 
     @abstractmethod
-    def append(self, channel: str, event: Event) -> Record:
+    def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
         """Store ``event`` on ``channel`` with a new id and return it. The
         stored event is also delivered to every worker's listeners.
+
+        :param once: an idempotency key and how long it holds: if an event
+            was stored with that key within the window, store nothing and
+            return that one (with ``repeat`` set).
         """
 
     @abstractmethod

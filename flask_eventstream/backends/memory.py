@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 import typing as t
 
 from ..ids import by_key
@@ -21,6 +22,10 @@ from ..ids import Record
 from ..ids import Run
 from ..wire import Event
 from .base import Backend
+from .base import Once
+
+#: Idempotency keys kept at most (the oldest go first beyond it).
+MAX_KEYS = 100_000
 
 
 class _Channel:
@@ -65,9 +70,18 @@ class MemoryBackend(Backend):
         #: This process's store: a cursor from another one gets a reset.
         self.epoch = new_epoch()
         self._last: Key = (now_ms(), 0)
+        #: idempotency key -> (when it expires, the event it stored), oldest
+        #: first: every key of one app has the same window.
+        self._once: collections.OrderedDict[str, tuple[float, Record]] = (
+            collections.OrderedDict()
+        )
 
-    def append(self, channel: str, event: Event) -> Record:
+    def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
         with self._lock:
+            if once is not None:
+                first = self._repeat_of(once)
+                if first is not None:
+                    return first
             now = now_ms()
             last = self._last
             key = (now, 0) if now > last[0] else (last[0], last[1] + 1)
@@ -89,12 +103,30 @@ class MemoryBackend(Backend):
             if len(events) == events.maxlen and events:
                 history.trimmed = events[0].key
             events.append(record)
+            if once is not None:
+                self._once[once.key] = (time.monotonic() + once.window, record)
             self._outbox.append(Run(channel, (record,)))
             if self._delivering:
                 return record  # the thread delivering takes it in turn
             self._delivering = True
         self._deliver_queued()
         return record
+
+    def _repeat_of(self, once: Once) -> Record | None:
+        now = time.monotonic()
+        seen = self._once
+        while seen:  # forget what expired (the oldest first)
+            expires, _ = next(iter(seen.values()))
+            if expires > now and len(seen) < MAX_KEYS:
+                break
+            seen.popitem(last=False)
+        found = seen.get(once.key)
+        if found is None:
+            return None
+        first = found[1]
+        repeat = Record(first.channel, first.key, first.event, first.prev)
+        repeat.repeat = True
+        return repeat
 
     def _deliver_queued(self) -> None:
         outbox = self._outbox

@@ -8,7 +8,18 @@ atomic: each runs as one command, so no other client comes between its steps.
 #: emptied), names the store's epoch if it has none yet, adds the event under
 #: it with the key of the channel's previous entry (``p``), trims, and sets
 #: the expiry. It returns the key and the epoch.
+#:
+#: With an idempotency window (``ARGV[7]`` milliseconds, ``KEYS[4]`` the
+#: key's record), an event stored under that key within the window is
+#: returned instead (its key, epoch, data and type, and a 1), and nothing
+#: is stored: the check and the append are one step, whoever retries.
 APPEND_SCRIPT = """
+if ARGV[7] ~= '0' then
+  local seen = redis.call('HMGET', KEYS[4], 'i', 'x', 'd', 'e')
+  if seen[1] then
+    return {seen[1], seen[2], 1, seen[3], seen[4] or ''}
+  end
+end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
@@ -39,6 +50,10 @@ else
              'e', ARGV[3])
 end
 redis.call('SET', KEYS[2], id)
+if ARGV[7] ~= '0' then
+  redis.call('HSET', KEYS[4], 'i', id, 'x', epoch, 'd', ARGV[4], 'e', ARGV[3])
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+end
 if tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end

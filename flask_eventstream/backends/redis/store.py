@@ -32,6 +32,7 @@ from ...ids import now_ms
 from ...ids import Record
 from ...wire import Event
 from ..base import Backend
+from ..base import Once
 from .codec import key_of
 from .codec import record_of
 from .listener import Listener
@@ -103,10 +104,21 @@ class RedisBackend(Backend):
 
     # -- storing ----------------------------------------------------------
 
-    def _store(self, key: str | bytes, maxlen: int, event: Event) -> Cursor:
+    def _store(
+        self, key: str | bytes, maxlen: int, event: Event, once: Once | None = None
+    ) -> tuple[Cursor, Event | None]:
+        """Run the append script; return the new cursor, and the first event
+        where ``once`` names one stored within its window.
+        """
         ttl_ms = int(self.ttl * 1000) if self.ttl else 0
-        raw_id, raw_epoch = self._append(
-            keys=[key, self._last_key, self._epoch_key],
+        window_ms = max(1, int(once.window * 1000)) if once is not None else 0
+        reply = self._append(
+            keys=[
+                key,
+                self._last_key,
+                self._epoch_key,
+                f"{self.prefix}once:{once.key if once else ''}",
+            ],
             args=[
                 maxlen,
                 ttl_ms,
@@ -114,19 +126,29 @@ class RedisBackend(Backend):
                 event.data,
                 format_key(self.known),
                 new_epoch(),
+                window_ms,
             ],
         )
-        cursor = Cursor(key_of(raw_id), raw_epoch.decode())
+        cursor = Cursor(key_of(reply[0]), reply[1].decode())
         self.known = max(self.known, cursor.key)
-        return cursor
+        if len(reply) == 2:
+            return cursor, None
+        data, type_ = reply[3].decode(), reply[4].decode()
+        return cursor, Event(data, type_ or None, str(cursor))
 
-    def append(self, channel: str, event: Event) -> Record:
+    def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
         try:
-            key, epoch = self._store(self._key(channel), self.history, event)
+            (key, epoch), first = self._store(
+                self._key(channel), self.history, event, once
+            )
         except redis.RedisError as error:
             raise PublishError(
                 f"Redis could not store the event on {channel!r}: {error}"
             ) from error
+        if first is not None:
+            record = Record(channel, key, first)
+            record.repeat = True
+            return record
         # Delivered to this worker's clients by its listener, like everyone's.
         return Record(
             channel, key, Event(event.data, event.event, format_id(key, epoch))
