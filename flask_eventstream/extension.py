@@ -10,20 +10,18 @@ from flask import current_app
 from flask import Flask
 from flask import has_app_context
 from flask import has_request_context
-from werkzeug.exceptions import BadRequest
-from werkzeug.exceptions import Forbidden
-from werkzeug.exceptions import HTTPException
-from werkzeug.exceptions import ServiceUnavailable
 
 from . import signals
 from .backends.base import Once
 from .cli import eventstream_cli
 from .errors import PublishError
+from .http import admit
 from .http import blueprint
 from .http import capture_start_response
+from .http import MAX_REWIND
 from .http import preflight
 from .http import request_cursor
-from .http import short_poll
+from .http import request_rewind
 from .hub import Hub
 from .settings import check_channel
 from .settings import check_publish
@@ -34,13 +32,6 @@ from .wire import Event
 logger = logging.getLogger("flask_eventstream")
 
 _FROM_REQUEST: t.Any = object()
-
-
-def _refuse(hub: Hub, error: HTTPException, reason: str, *args: t.Any) -> t.NoReturn:
-    """Count, log and raise a refused subscription."""
-    hub.count("refused")
-    hub.logger.info("Refused a subscription: " + reason, *args)
-    raise error
 
 
 class EventStream:
@@ -219,7 +210,10 @@ class EventStream:
     # -- subscribing ------------------------------------------------------
 
     def subscribe(
-        self, *channels: str, last_event_id: str | None = _FROM_REQUEST
+        self,
+        *channels: str,
+        last_event_id: str | None = _FROM_REQUEST,
+        rewind: int | None = None,
     ) -> Subscription:
         """Return a :class:`Subscription` to ``channels``.
 
@@ -230,62 +224,25 @@ class EventStream:
         :param last_event_id: the cursor to resume after. By default, the
             request's ``Last-Event-ID`` header, else its ``lastEventId`` query
             argument; ``None`` starts with the next event.
+        :param rewind: without a cursor, first send the last this many stored
+            events, in id order across channels (at most ``MAX_REWIND``,
+            1,000, and what the history keeps). By default the request's
+            ``?rewind=``, else 0. With a cursor it is ignored.
         :raises BadRequest: for no channel, too many, or an invalid one.
         :raises Forbidden: when the :meth:`authorize` function refuses one.
         :raises ServiceUnavailable: when this worker already holds
             ``EVENTSTREAM_MAX_CONNECTIONS`` subscriptions.
         """
         hub = self.hub_for()
-        settings = hub.settings
         # Before authorize: a revocation while it runs ends the subscription.
         mark = hub.revocation_mark()
-        if not channels:
-            _refuse(hub, BadRequest("Subscribe to at least one channel."), "none")
-        if len(channels) > settings.max_channels:
-            message = (
-                f"{len(channels)} channels in one subscription, more than"
-                f" EVENTSTREAM_MAX_CHANNELS ({settings.max_channels})."
-            )
-            _refuse(hub, BadRequest(message), "%s", message)
-        unique = tuple(dict.fromkeys(channels))
-        for channel in unique:
-            problem = check_channel(channel)
-            if problem is not None:
-                _refuse(hub, BadRequest(problem), "%s", problem)
-        if self._authorize is not None:
-            for channel in unique:
-                if not self._allowed(hub, channel):
-                    message = f"Not allowed to subscribe to {channel!r}."
-                    _refuse(hub, Forbidden(message), "authorize refused %r.", channel)
-        limit = settings.max_connections
-        if hub.connections >= limit and not short_poll():
-            error = ServiceUnavailable(
-                "This worker serves its most streams"
-                f" (EVENTSTREAM_MAX_CONNECTIONS = {limit})."
-            )
-            error.retry_after = 5
-            _refuse(hub, error, "the worker holds %d streams.", hub.connections)
+        unique = admit(hub, channels, self._authorize)
         if last_event_id is _FROM_REQUEST:
             last_event_id = request_cursor() if has_request_context() else None
-        return Subscription(hub, unique, last_event_id, mark=mark)
-
-    def _allowed(self, hub: Hub, channel: str) -> bool:
-        # The user's function is a guest: an HTTP error it raises (abort(401))
-        # is its answer; anything else is logged and counted, and the request
-        # gets a 503 to retry, not a 500 or an open door.
-        assert self._authorize is not None
-        try:
-            return bool(self._authorize(channel))
-        except HTTPException:
-            raise
-        except Exception:
-            hub.count("callback_errors")
-            hub.logger.exception("The authorize function raised for %r.", channel)
-            error = ServiceUnavailable(
-                "The authorization check failed; try again later."
-            )
-            error.retry_after = 5
-            raise error from None
+        if rewind is None:
+            rewind = request_rewind() if has_request_context() else None
+        rewind = min(rewind or 0, MAX_REWIND)
+        return Subscription(hub, unique, last_event_id, mark=mark, rewind=rewind)
 
     def close_channel(self, channel: str) -> None:
         """End every live stream, long-poll and iteration of ``channel``: on

@@ -38,16 +38,25 @@ class Replay:
         #: Whether the last page was full: more may be stored after it.
         self.more = False
 
-    def start(self, *, live: bool, limit: int) -> tuple[list[Record], str | None]:
+    def start(
+        self, *, live: bool, limit: int, rewind: int = 0
+    ) -> tuple[list[Record], str | None]:
         """Return the first page and the id to announce to a client that came
         without a cursor (so that it resumes from here if it reconnects
         before any event arrives).
 
         :param live: the subscription is on the bus (a stream, a long-poll):
             it may start where this worker's live events begin.
+        :param rewind: a client without a cursor first gets the last this
+            many stored events (at most ``limit``).
         """
         backend = self.hub.backend
         cursor = self.last_event_id
+        if cursor is None and rewind > 0:
+            head, records = backend.latest(self.channels, min(rewind, limit))
+            self.position = head  # what is older than the rewind is skipped
+            self.hub.count("replayed", len(records))
+            return records, None if records else str(head)
         if cursor is None:
             head = backend.head_for(self.channels) if live else backend.head()
             self.position = head

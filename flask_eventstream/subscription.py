@@ -21,22 +21,8 @@ from .ids import Key
 from .ids import Record
 from .ids import Run
 from .replay import Replay
+from .sink import Sink
 from .wire import Event
-
-
-class Sink(t.Protocol):
-    """Where the publisher may write a waiting client's events itself (see
-    :mod:`flask_eventstream.http.direct`).
-    """
-
-    #: What the last write left unsent; the stream sends it first.
-    pending: memoryview | None
-
-    def send(self, run: Run) -> bool:
-        """Write ``run`` without blocking; whether it was taken, wholly or in
-        part (the rest is then :attr:`pending`).
-        """
-
 
 # A generator view runs in a thread of its own; the subscriptions it opens
 # there are closed with it, so a waiting subscription never outlives its stream.
@@ -71,6 +57,7 @@ class Subscription:
         "_armed",
         "_replay",
         "_mark",
+        "_rewind",
         "__weakref__",
     )
 
@@ -81,6 +68,7 @@ class Subscription:
         last_event_id: str | None,
         *,
         mark: int | None = None,
+        rewind: int = 0,
     ) -> None:
         #: The channels, in the order they were given.
         self.channels = channels
@@ -100,6 +88,8 @@ class Subscription:
         self._replay: Replay | None = Replay(hub, channels, last_event_id)
         #: The hub's revocation count before ``authorize`` ran for it.
         self._mark = hub.revocation_mark() if mark is None else mark
+        #: Without a cursor, first the last this many stored events.
+        self._rewind = rewind
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
@@ -184,7 +174,9 @@ class Subscription:
         replay = self._replay
         assert replay is not None, "a subscription replays once"
         records, announce = replay.start(
-            live=self._attached, limit=limit or self.hub.settings.replay_page
+            live=self._attached,
+            limit=limit or self.hub.settings.replay_page,
+            rewind=self._rewind,
         )
         self._high = replay.position.key
         if not replay.more:

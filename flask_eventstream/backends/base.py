@@ -83,6 +83,14 @@ class Backend(ABC):
             epoch, a key never assigned, or events after it no longer kept.
         """
 
+    @abstractmethod
+    def latest(
+        self, channels: t.Sequence[str], count: int
+    ) -> tuple[Cursor, list[Record]]:
+        """Return the newest id and, read with it, the last ``count`` stored
+        events of ``channels`` (in id order, across channels).
+        """
+
     def close_channel(self, channel: str) -> None:
         """End the live streams of ``channel`` on every worker this backend
         reaches (here: this one), through :attr:`revoke`.

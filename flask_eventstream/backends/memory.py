@@ -185,6 +185,19 @@ class MemoryBackend(Backend):
         found.sort(key=by_key)
         return found[:limit]
 
+    def latest(
+        self, channels: t.Sequence[str], count: int
+    ) -> tuple[Cursor, list[Record]]:
+        found: list[Record] = []
+        with self._lock:
+            head = Cursor(self._last, self.epoch)
+            for channel in channels:
+                history = self._channels.get(channel)
+                if history is not None:
+                    found.extend(list(history.events)[-count:])
+        found.sort(key=by_key)
+        return head, found[len(found) - count :] if count else []
+
     def stats(self) -> dict[str, t.Any]:
         return {"backend": "memory", "history": self.history_sizes()}
 

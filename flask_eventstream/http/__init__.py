@@ -7,18 +7,24 @@ Nothing here keeps a request context past the view: bodies keep the app's
 
 from __future__ import annotations
 
+from .admission import admit
 from .cors import preflight
 from .direct import capture_start_response
 from .endpoint import blueprint
+from .request import MAX_REWIND
 from .request import request_cursor
+from .request import request_rewind
 from .request import short_poll
 from .views import stream
 
 __all__ = [
+    "MAX_REWIND",
+    "admit",
     "blueprint",
     "capture_start_response",
     "preflight",
     "request_cursor",
+    "request_rewind",
     "short_poll",
     "stream",
 ]

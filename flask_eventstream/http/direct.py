@@ -46,7 +46,7 @@ def capture_start_response(wsgi_app: WSGIApp) -> WSGIApp:
 
 class DirectWriter:
     """Writes whole events to one client's socket without blocking: the
-    :class:`~flask_eventstream.subscription.Sink` of a stream.
+    :class:`~flask_eventstream.sink.Sink` of a stream.
     """
 
     __slots__ = ("_raw", "_response", "body", "pending")

@@ -1,5 +1,5 @@
-"""What a request asks of a subscription: the cursor it resumes after, and
-whether it is a poll.
+"""What a request asks of a subscription: the cursor it resumes after, how
+many stored events to rewind, and whether it is a poll.
 """
 
 from __future__ import annotations
@@ -42,3 +42,23 @@ def request_cursor() -> str | None:
             " back an id this server sent."
         )
     return raw
+
+
+#: The most events ``?rewind=`` asks for (a page bounds it in bytes too).
+MAX_REWIND = 1000
+
+
+def request_rewind() -> int | None:
+    """The request's ``?rewind=N``, or ``None`` without one.
+
+    :raises BadRequest: unless it is a whole number from 0 to ``MAX_REWIND``.
+    """
+    raw = request.args.get("rewind")
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or int(raw) > MAX_REWIND:
+        raise BadRequest(
+            f"rewind must be a whole number of events from 0 to {MAX_REWIND},"
+            f" not {raw[:20]!r}."
+        )
+    return int(raw)

@@ -35,6 +35,7 @@ from ..base import Backend
 from ..base import Once
 from .codec import key_of
 from .codec import record_of
+from .history import check_kept
 from .listener import Listener
 from .scripts import APPEND_SCRIPT
 from .scripts import HEAD_SCRIPT
@@ -245,44 +246,36 @@ class RedisBackend(Backend):
             for reply in (info, entries):
                 if isinstance(reply, Exception):
                     raise BackendUnavailable(f"Redis could not read: {reply}")
-            self._check_kept(channel, after, info, entries)
+            check_kept(channel, after, info, entries, self.ttl)
             found.extend(
                 record_of(channel, id, fields, epoch) for id, fields in entries
             )
         found.sort(key=by_key)
         return found[:limit]
 
-    def _check_kept(
-        self, channel: str, after: Key, info: t.Any, entries: t.Any
-    ) -> None:
-        """Raise if events of ``channel`` after ``after`` may be gone."""
-        # Trimming keeps no record of what it removed, only that it did:
-        # a cursor before the first entry kept may have missed some. (A
-        # reset when in doubt, never a silent gap; a Redis too old to count
-        # the entries added is in doubt.)
-        length = info["length"]
-        trimmed = info.get("entries-added", length + 1) > length
-        first_entry = info.get("first-entry")
-        first = key_of(
-            info.get("recorded-first-entry-id")
-            or (first_entry[0] if first_entry else None)
-        )
-        gone = trimmed and after < first
-        # The first entry after the cursor says which one came before it on
-        # the channel: if the client has not seen that one, it is gone.
-        if entries and key_of(entries[0][1].get(b"p")) > after:
-            gone = True
-        # A stream that expired (EVENTSTREAM_HISTORY_TTL) and was made anew
-        # by a later event looks untrimmed: the expiry took a silence of
-        # the TTL before its first entry, so older cursors may have missed.
-        if self.ttl and not trimmed and after < first:
-            gone = gone or after[0] < first[0] - self.ttl * 1000
-        if gone:
-            raise CursorProblem(
-                "expired",
-                f"Events of channel {channel!r} after the cursor are no"
-                " longer kept (EVENTSTREAM_HISTORY or EVENTSTREAM_HISTORY_TTL).",
-            )
+    def latest(
+        self, channels: t.Sequence[str], count: int
+    ) -> tuple[Cursor, list[Record]]:
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                pipe.get(self._last_key)
+                pipe.get(self._epoch_key)
+                for channel in channels:
+                    pipe.xrevrange(self._key(channel), "+", "-", count=count)
+                replies = pipe.execute()
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
+        if replies[1] is None:  # an empty store: nothing to rewind
+            return self.head(), []
+        epoch = replies[1].decode()
+        found = [
+            record_of(channel, id, fields, epoch)
+            for channel, entries in zip(channels, replies[2:], strict=True)
+            for id, fields in entries
+        ]
+        found.sort(key=by_key)
+        head = Cursor(key_of(replies[0]), epoch)
+        return head, found[len(found) - count :] if count else []
 
     # -- listening --------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""Rewind: a client without a cursor first gets the last N stored events of
+its channels, in id order, then live ones; on every transport, against a
+real gunicorn gevent server (and both backends in the backend tests).
+"""
+
+from __future__ import annotations
+
+import typing as t
+import uuid
+
+import httpx
+import pytest
+from clients import RawStream
+from conftest import RedisServer
+from conftest import Server
+
+from flask_eventstream.testing import check_delivery
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
+    config: dict[str, t.Any] = {}
+    if request.param == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        config = {"BACKEND": redis.url, "REDIS_PREFIX": f"rw{uuid.uuid4().hex[:6]}:"}
+    srv = Server(config=config).start()
+    yield srv
+    srv.stop()
+
+
+def test_a_stream_rewinds_then_goes_live(server: Server) -> None:
+    ids = server.publish("price", "{n}", count=5)
+    stream = RawStream(server.url, "/stream/price?rewind=2")
+    got = stream.open()
+    assert [e.id for e in got] == ids[-2:]
+    live = server.publish("price", "live")
+    got += stream.events(1)
+    stream.close()
+    check_delivery(ids[-2:] + live, got)
+
+
+def test_rewind_1_is_the_latest_price(server: Server) -> None:
+    (last,) = server.publish("btc", "42000")[-1:]
+    stream = RawStream(server.url, "/events/btc?rewind=1")
+    (latest,) = stream.open()
+    stream.close()
+    assert (latest.id, latest.data) == (last, "42000")
+
+
+def test_rewind_across_channels_is_in_id_order(server: Server) -> None:
+    a = server.publish("ra", "a{n}", count=3)
+    b = server.publish("rb", "b{n}", count=3)
+    c = server.publish("ra", "c{n}", count=2)
+    stream = RawStream(server.url, "/stream/ra,rb?rewind=4")
+    got = stream.open()
+    stream.close()
+    assert [e.id for e in got] == (a + b + c)[-4:]
+
+
+@pytest.mark.parametrize("transport", ["poll", "longpoll"])
+def test_polls_rewind_too(server: Server, transport: str) -> None:
+    ids = server.publish(f"p-{transport}", "{n}", count=4)
+    answer = httpx.get(
+        f"{server.url}/stream/p-{transport}",
+        params={"transport": transport, "rewind": "3", "timeout": "1"},
+        timeout=10,
+    ).json()
+    assert [e["id"] for e in answer["events"]] == ids[-3:]
+    assert answer["lastEventId"] == ids[-1]
+
+
+def test_with_a_cursor_rewind_is_ignored(server: Server) -> None:
+    ids = server.publish("rc", "{n}", count=4)
+    stream = RawStream(server.url, "/stream/rc?rewind=4", {"Last-Event-ID": ids[2]})
+    got = stream.open(ids[2])
+    stream.close()
+    assert [e.id for e in got] == ids[3:]
+
+
+def test_rewind_is_bounded_by_the_history_and_checked(server: Server) -> None:
+    stream = RawStream(server.url, "/stream/never-published?rewind=50")
+    assert stream.open() == []
+    stream.close()
+    for bad in ("-1", "1001", "x", "1e3"):
+        rv = httpx.get(f"{server.url}/stream/rc?rewind={bad}", timeout=5)
+        assert rv.status_code == 400 and "rewind" in rv.text
