@@ -152,6 +152,12 @@ class Server:
         if self.log is not None and not self.log.closed:
             self.final_output = self.output()
             self.log.close()
+            if self.final_output:
+                # Shown with the test's output when it fails.
+                print(
+                    f"--- {self.kind} server log ---\n{self.final_output}",
+                    file=sys.stderr,
+                )
 
     def publish(
         self,

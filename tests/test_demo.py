@@ -41,6 +41,9 @@ def test_demo_page_shows_what_the_form_publishes(demo: Server) -> None:
             for text in ["first note", "second note"]:
                 page.fill("#text", text)
                 page.click("button")
+                # The page clears the field once its POST is answered: a
+                # second note typed before that would be cleared with it.
+                page.wait_for_function("document.getElementById('text').value === ''")
             page.wait_for_function("document.querySelectorAll('#log li').length === 2")
             items = page.eval_on_selector_all(
                 "#log li", "items => items.map(li => li.firstChild.textContent)"
