@@ -22,6 +22,7 @@ from .http import MAX_REWIND
 from .http import preflight
 from .http import request_cursor
 from .http import request_rewind
+from .http import undecorated
 from .hub import Hub
 from .settings import check_channel
 from .settings import check_publish
@@ -105,6 +106,7 @@ class EventStream:
         app.register_blueprint(blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
         app.cli.add_command(eventstream_cli)
         app.after_request(preflight)
+        app.after_request(undecorated)
         app.wsgi_app = capture_start_response(app.wsgi_app)  # type: ignore[method-assign, assignment]
 
     def hub_for(self, app: Flask | None = None) -> Hub:

@@ -123,6 +123,28 @@ def test_a_subscription_returned_without_stream_says_how_to_fix_it() -> None:
             app.test_client().get(url)
 
 
+def test_a_generator_returned_without_stream_says_how_to_fix_it() -> None:
+    app = Flask(__name__)
+    app.testing = True
+    EventStream(app)
+
+    @app.get("/plain")
+    def plain() -> t.Any:
+        yield "data: hello\n\n"
+
+    @stream  # above the route: the route registered the undecorated view
+    @app.get("/upside-down")
+    def upside_down() -> t.Any:
+        yield "data: hello\n\n"
+
+    client = app.test_client()
+    for url in ("/plain", "/upside-down"):
+        with pytest.raises(TypeError, match=r"decorate the view with @stream \(below"):
+            client.get(url, headers={"Accept": "text/event-stream"})
+    # A generator is still a fine streamed download for other clients.
+    assert client.get("/plain").get_data() == b"data: hello\n\n"
+
+
 def test_a_dashboard_snapshot_of_64_kib_publishes_with_the_defaults() -> None:
     app = Flask(__name__)
     events = EventStream(app)

@@ -1,11 +1,13 @@
 """What a user installs: the extras the docs name are enough, in a clean
 virtualenv; the package builds without a warning and ships its licence; the
-oldest Flask and blinker it claims still run it.
+oldest and newest Flask and Python it claims run it.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,9 +21,15 @@ from test_quickstart import check_quickstart
 from test_quickstart import readme_blocks
 
 
-def clean_venv(path: Path, *requirements: str) -> Path:
-    """A new virtualenv at ``path`` with only ``requirements``; its python."""
-    venv.create(path, with_pip=True)
+def clean_venv(path: Path, *requirements: str, base: str | None = None) -> Path:
+    """A new virtualenv at ``path`` with only ``requirements``; its python.
+
+    :param base: the interpreter that makes it; default: this one.
+    """
+    if base is None:
+        venv.create(path, with_pip=True)
+    else:
+        subprocess.run([base, "-m", "venv", str(path)], check=True, timeout=120)
     python = path / "bin" / "python"
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
@@ -63,17 +71,37 @@ print("ok", first.id)
 """
 
 
+def interpreter(version: str) -> str:
+    """The machine's Python ``version``: pyenv's (as on this project's CI),
+    else one on ``PATH``.
+    """
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    for found in sorted(root.glob(f"versions/{version}.*/bin/python{version}")):
+        return str(found)
+    found = shutil.which(f"python{version}")
+    if found and "shims" not in found:
+        return found
+    raise AssertionError(f"python{version} is missing: the compatibility runs need it")
+
+
+OLDEST = ("flask==3.0.0", "werkzeug==3.0.0", "blinker==1.7.0")
+
+
 @pytest.mark.timeout(600)
-def test_the_oldest_flask_and_blinker_claimed_run_it(tmp_path: Path) -> None:
-    python = clean_venv(
-        tmp_path / "venv",
-        str(ROOT),
-        "flask==3.0.0",
-        "werkzeug==3.0.0",
-        "blinker==1.7.0",
-    )
+@pytest.mark.parametrize(
+    ("version", "pins"),
+    [
+        pytest.param("3.10", OLDEST, id="oldest-python-oldest-flask"),
+        pytest.param("3.13", (), id="newest-python-newest-flask"),
+    ],
+)
+def test_the_oldest_and_newest_flask_and_python_claimed_run_it(
+    tmp_path: Path, version: str, pins: tuple[str, ...]
+) -> None:
+    base = interpreter(version)
+    python = str(clean_venv(tmp_path / "venv", str(ROOT), *pins, base=base))
     done = subprocess.run(
-        [str(python), "-c", SMOKE], capture_output=True, text=True, timeout=60,
+        [python, "-c", SMOKE], capture_output=True, text=True, timeout=60,
         cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -104,3 +132,21 @@ def test_the_package_builds_without_warnings_and_ships_its_licence(
     assert any(name.endswith("licenses/LICENSE") for name in names)
     assert "flask_eventstream/static/eventstream.js" in names
     assert "flask_eventstream/py.typed" in names
+    (info,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(info).decode()
+    urls = [line for line in metadata.splitlines() if line.startswith("Project-URL")]
+    assert [url.split(":")[1].split(",")[0].strip() for url in urls] == [
+        "Documentation", "Changes", "Source", "Issue Tracker",
+    ]  # fmt: skip
+    # The SPDX name, not a licence classifier (deprecated by PEP 639, warned of).
+    assert re.search(r"^License(-Expression)?: BSD-3-Clause$", metadata, re.M)
+    assert "Classifier: Programming Language :: Python :: 3.13" in metadata
+
+
+def test_the_readme_links_the_docs_and_renders_on_an_index() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "](https://flask-eventstream.readthedocs.io/)" in readme
+    # A package index has no repository around the README: every link is absolute.
+    targets = re.findall(r"\]\(([^)]+)\)", readme)
+    assert targets and all(target.startswith("https://") for target in targets)

@@ -216,7 +216,3 @@ def test_gone_longpoll_client_is_removed(server: Server) -> None:
     raw.close()
     # Found at the next write: a heartbeat space, or the answer.
     server.wait_for(lambda s: "leaver" not in s["channels"], timeout=5)
-
-
-
-

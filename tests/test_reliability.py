@@ -127,10 +127,6 @@ def test_connection_limit_answers_503_and_frees_up() -> None:
 # -- slow consumers -------------------------------------------------------
 
 
-
-
-
-
 # -- graceful shutdown ----------------------------------------------------
 
 

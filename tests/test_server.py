@@ -193,8 +193,6 @@ def test_500_clients_connect_and_leave(server: Server) -> None:
     assert stats["channels"] == {}
 
 
-
-
 def test_parse_matches_what_a_real_stream_carries(server: Server) -> None:
     raw = RawStream(server.url, "/count?n=4")
     try:

@@ -275,8 +275,6 @@ def test_builtin_endpoint_can_be_turned_off() -> None:
         )
 
 
-
-
 def test_generator_view_iterating_a_subscription_ends_with_the_stream(
     app: Flask, events: EventStream
 ) -> None:

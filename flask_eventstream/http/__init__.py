@@ -16,6 +16,7 @@ from .request import request_cursor
 from .request import request_rewind
 from .request import short_poll
 from .views import stream
+from .views import undecorated
 
 __all__ = [
     "MAX_REWIND",
@@ -27,4 +28,5 @@ __all__ = [
     "request_rewind",
     "short_poll",
     "stream",
+    "undecorated",
 ]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import typing as t
 
+from flask import current_app
 from flask import request
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
@@ -127,3 +128,26 @@ def respond(
     gen = generator_body(runner, options)
     body = Body(gen, runner.stop, hub, name=name, retry=options.retry)
     return sse_response(body, hub, headers)
+
+
+def undecorated(response: BaseResponse) -> BaseResponse:
+    """``after_request``: a view that streamed something other than events to
+    an ``EventSource`` (a generator returned without :func:`stream`, which
+    Flask serves as ``text/html``) is a mistake the browser only reports as
+    a bare ``error``; say how to fix it instead.
+    """
+    view = current_app.view_functions.get(request.endpoint or "")
+    if (
+        response.is_streamed
+        and response.mimetype != "text/event-stream"
+        and "text/event-stream" in request.headers.get("Accept", "")
+        and view is not None
+        and not getattr(view, STREAM_VIEW, False)
+    ):
+        response.close()
+        raise TypeError(
+            f"The view {request.endpoint!r} streamed {response.mimetype} to an"
+            " EventSource: decorate the view with @stream (below the route"
+            " decorator, so that the route registers the decorated view)."
+        )
+    return response
