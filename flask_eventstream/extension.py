@@ -18,15 +18,17 @@ from .errors import PublishError
 from .http import admit
 from .http import blueprint
 from .http import capture_start_response
-from .http import MAX_REWIND
+from .http import make_token
 from .http import preflight
 from .http import request_cursor
+from .http import request_grant
 from .http import request_rewind
 from .http import undecorated
 from .hub import Hub
 from .settings import check_channel
 from .settings import check_publish
 from .settings import DEFAULTS
+from .settings import MAX_REWIND
 from .subscription import Subscription
 from .wire import Event
 
@@ -89,6 +91,7 @@ class EventStream:
         - ``EVENTSTREAM_DIRECT_WRITES``: under gunicorn's gevent worker, let
           the publisher write an event to a waiting client's socket itself.
         - ``EVENTSTREAM_IDEMPOTENCY_WINDOW``: seconds an idempotency key holds.
+        - ``EVENTSTREAM_NAMESPACES``: settings by channel-name prefix.
 
         :raises RuntimeError: if an ``EventStream`` is already registered on
             ``app``.
@@ -188,10 +191,12 @@ class EventStream:
             data = app.json.dumps(data)
         candidate = Event(data, event=event)
         size = len(candidate.encode())
-        if size > settings.max_event_bytes:
+        limit = settings.channel(channel).max_event_bytes
+        if size > limit:
             raise ValueError(
-                f"The event is {size} bytes encoded, more than"
-                f" EVENTSTREAM_MAX_EVENT_BYTES ({settings.max_event_bytes})."
+                f"The event is {size} bytes encoded, more than the"
+                f" max_event_bytes of {channel!r} ({limit}, from"
+                " EVENTSTREAM_MAX_EVENT_BYTES or its namespace)."
             )
         key = idempotency_key
         once = Once(key, settings.idempotency_window) if key is not None else None
@@ -229,7 +234,8 @@ class EventStream:
         :param rewind: without a cursor, first send the last this many stored
             events, in id order across channels (at most ``MAX_REWIND``,
             1,000, and what the history keeps). By default the request's
-            ``?rewind=``, else 0. With a cursor it is ignored.
+            ``?rewind=``, else the largest ``rewind`` of the channels'
+            namespaces, else 0. With a cursor it is ignored.
         :raises BadRequest: for no channel, too many, or an invalid one.
         :raises Forbidden: when the :meth:`authorize` function refuses one.
         :raises ServiceUnavailable: when this worker already holds
@@ -238,13 +244,38 @@ class EventStream:
         hub = self.hub_for()
         # Before authorize: a revocation while it runs ends the subscription.
         mark = hub.revocation_mark()
-        unique = admit(hub, channels, self._authorize)
+        grant = request_grant() if has_request_context() else None
+        granted = grant.channels if grant is not None else frozenset()
+        unique = admit(hub, channels, self._authorize, granted)
+        # A stream the token let in ends when the token expires.
+        expires = grant.expires if grant and granted.intersection(unique) else None
         if last_event_id is _FROM_REQUEST:
             last_event_id = request_cursor() if has_request_context() else None
         if rewind is None:
             rewind = request_rewind() if has_request_context() else None
-        rewind = min(rewind or 0, MAX_REWIND)
-        return Subscription(hub, unique, last_event_id, mark=mark, rewind=rewind)
+        if rewind is None:  # the namespaces' default
+            rewind = max(hub.settings.channel(name).rewind for name in unique)
+        rewind = min(rewind, MAX_REWIND)
+        return Subscription(
+            hub, unique, last_event_id, mark=mark, rewind=rewind, expires=expires
+        )
+
+    def token(self, *channels: str, expires_in: float = 3600) -> str:
+        """Return a token that lets its bearer subscribe to ``channels`` for
+        ``expires_in`` seconds without :meth:`authorize`: for clients that
+        send no cookie (another origin, a script). It goes in the URL as
+        ``?token=`` (``EventSource`` cannot send headers) or in an
+        ``Authorization: Bearer`` header. A stream it let in ends when it
+        expires; the client then needs a new one.
+
+        Signed with the app's ``SECRET_KEY`` (see :doc:`/security`).
+
+        :raises ValueError: for no channel, an invalid one, or a lifetime
+            that is not a positive number.
+        :raises RuntimeError: if the app has no ``SECRET_KEY``.
+        """
+        with self._app().app_context():
+            return make_token(channels, expires_in)
 
     def close_channel(self, channel: str) -> None:
         """End every live stream, long-poll and iteration of ``channel``: on

@@ -77,6 +77,7 @@ class Hub:
             prefix=settings.redis_prefix,
             channels=settings.history_channels,
         )
+        self.backend.retention = settings.retention
         self.backend.deliver = self.bus.deliver
         self.backend.revoke = self.revoke
         self.backend.lost = self.lose

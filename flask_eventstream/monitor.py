@@ -56,6 +56,8 @@ class Watched(t.Protocol):
     writing_since: float | None
     #: The client's socket, if the server exposes it.
     socket: t.Any
+    #: When its subscriber token expires (Unix time), if it has one.
+    expires: float | None
 
     def end(self, reason: str) -> None: ...
 
@@ -178,17 +180,20 @@ class Monitor:
                 logger.debug("Could not report this worker's figures: %s", error)
 
     def check(self, now: float) -> None:
-        """End the streams past their lifetime, and those whose write is
-        blocked past the send timeout.
+        """End the streams past their lifetime or their token's expiry, and
+        those whose write is blocked past the send timeout.
         """
         lifetime = self.settings.max_lifetime
         send_timeout = self.settings.send_timeout
+        wall = time.time()
         for body in self.bodies.copy():
             since = body.writing_since
             if since is not None and now - since > send_timeout:
                 body.abort("stalled")
             elif lifetime is not None and body.sse and now - body.started > lifetime:
                 body.end("lifetime")
+            elif body.expires is not None and wall >= body.expires:
+                body.end("expired")
 
 
 def worker_name() -> str:

@@ -33,7 +33,11 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_HISTORY_CHANNELS": 10000,
     "EVENTSTREAM_DIRECT_WRITES": True,
     "EVENTSTREAM_IDEMPOTENCY_WINDOW": 300.0,
+    "EVENTSTREAM_NAMESPACES": None,
 }
+
+#: The most stored events a subscription rewinds (a page bounds it in bytes).
+MAX_REWIND = 1000
 
 #: The most bytes of events one replay read brings into a worker.
 REPLAY_BYTES = 8 * 1024 * 1024
@@ -82,15 +86,74 @@ def check_publish(event: object, idempotency_key: object) -> str | None:
     return None
 
 
-def _positive(config: t.Mapping[str, t.Any], key: str, kind: type) -> t.Any:
+def _positive(
+    config: t.Mapping[str, t.Any], key: str, kind: type, where: str = ""
+) -> t.Any:
     value = config[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{key} must be a positive number, not {value!r}.")
+        raise ValueError(f"{where}{key} must be a positive number, not {value!r}.")
     return kind(value)
 
 
-def _optional(config: t.Mapping[str, t.Any], key: str, kind: type) -> t.Any:
-    return None if config[key] is None else _positive(config, key, kind)
+def _optional(
+    config: t.Mapping[str, t.Any], key: str, kind: type, where: str = ""
+) -> t.Any:
+    return None if config[key] is None else _positive(config, key, kind, where)
+
+
+class ChannelSettings(t.NamedTuple):
+    """What applies to one channel: its namespace's settings, else the app's."""
+
+    history: int
+    history_ttl: float | None
+    max_event_bytes: int
+    #: Whether ``eventstream-join`` and ``eventstream-leave`` are sent.
+    presence: bool
+    #: Stored events sent first to a subscriber without a cursor.
+    rewind: int
+
+
+#: What a namespace of ``EVENTSTREAM_NAMESPACES`` may set.
+NAMESPACE_KEYS = ChannelSettings._fields
+
+#: A namespace: the start of channel names (see :data:`CHANNEL_PATTERN`).
+NAMESPACE_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,127}\Z")
+
+
+def _namespace(
+    prefix: object, options: object, base: ChannelSettings
+) -> ChannelSettings:
+    where = f"EVENTSTREAM_NAMESPACES[{prefix!r:.60}]"
+    if not isinstance(prefix, str) or NAMESPACE_PATTERN.match(prefix) is None:
+        raise ValueError(
+            f"{where}: a namespace is the start of channel names, 1 to 127"
+            " letters, digits, '_', '.', ':' or '-' (such as 'user.')."
+        )
+    if not isinstance(options, t.Mapping):
+        raise ValueError(f"{where} must be a dict of settings, not {options!r:.60}.")
+    unknown = sorted(str(key) for key in options if key not in NAMESPACE_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown setting {unknown[0]!r}; a namespace may set"
+            f" {', '.join(NAMESPACE_KEYS)}."
+        )
+    merged = {**base._asdict(), **options}
+    where += "."
+    presence, rewind = merged["presence"], merged["rewind"]
+    if not isinstance(presence, bool):
+        raise ValueError(f"{where}presence must be True or False, not {presence!r}.")
+    if type(rewind) is not int or not 0 <= rewind <= MAX_REWIND:
+        raise ValueError(
+            f"{where}rewind must be a whole number from 0 to {MAX_REWIND},"
+            f" not {rewind!r}."
+        )
+    return ChannelSettings(
+        _positive(merged, "history", int, where),
+        _optional(merged, "history_ttl", float, where),
+        _positive(merged, "max_event_bytes", int, where),
+        presence,
+        rewind,
+    )
 
 
 class Settings:
@@ -118,9 +181,28 @@ class Settings:
         self.max_event_bytes: int = _positive(
             config, "EVENTSTREAM_MAX_EVENT_BYTES", int
         )
+        #: What applies to a channel in no namespace.
+        self.default = ChannelSettings(
+            self.history, self.history_ttl, self.max_event_bytes, False, 0
+        )
+        namespaces = config.get("EVENTSTREAM_NAMESPACES") or {}
+        if not isinstance(namespaces, t.Mapping):
+            raise ValueError(
+                "EVENTSTREAM_NAMESPACES must be a dict of channel-name prefix to"
+                " settings, such as {'user.': {'history': 50}}, not"
+                f" {namespaces!r:.60}."
+            )
+        #: Longest prefix first: the first that matches a channel wins.
+        self.namespaces = sorted(
+            ((p, _namespace(p, o, self.default)) for p, o in namespaces.items()),
+            key=lambda item: -len(item[0]),
+        )
+        largest = max(
+            [self.max_event_bytes] + [n.max_event_bytes for _, n in self.namespaces]
+        )
         #: Events read from the store at a time for a replay: at most about
         #: REPLAY_BYTES, whatever the events' size.
-        self.replay_page = max(1, min(1000, REPLAY_BYTES // self.max_event_bytes))
+        self.replay_page = max(1, min(1000, REPLAY_BYTES // largest))
         self.poll_timeout: float = _positive(config, "EVENTSTREAM_POLL_TIMEOUT", float)
         self.poll_batch: int = _positive(config, "EVENTSTREAM_POLL_BATCH", int)
         self.send_timeout: float = _positive(config, "EVENTSTREAM_SEND_TIMEOUT", float)
@@ -144,3 +226,17 @@ class Settings:
         self.idempotency_window: float = _positive(
             config, "EVENTSTREAM_IDEMPOTENCY_WINDOW", float
         )
+
+    def channel(self, name: str) -> ChannelSettings:
+        """The settings of channel ``name``: those of the longest namespace
+        it starts with, else the app's.
+        """
+        for prefix, found in self.namespaces:
+            if name.startswith(prefix):
+                return found
+        return self.default
+
+    def retention(self, channel: str) -> tuple[int, float | None]:
+        """The events kept of ``channel``, and for how long (for backends)."""
+        found = self.channel(channel)
+        return found.history, found.history_ttl

@@ -58,6 +58,8 @@ class Subscription:
         "_replay",
         "_mark",
         "_rewind",
+        "member",
+        "expires",
         "__weakref__",
     )
 
@@ -69,6 +71,8 @@ class Subscription:
         *,
         mark: int | None = None,
         rewind: int = 0,
+        member: str | None = None,
+        expires: float | None = None,
     ) -> None:
         #: The channels, in the order they were given.
         self.channels = channels
@@ -90,6 +94,10 @@ class Subscription:
         self._mark = hub.revocation_mark() if mark is None else mark
         #: Without a cursor, first the last this many stored events.
         self._rewind = rewind
+        #: Who subscribes, as ``identify`` named them (``None``: anonymous).
+        self.member = member
+        #: When the subscriber token it was admitted with expires (Unix time).
+        self.expires = expires
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"

@@ -28,6 +28,7 @@ events = EventStream()
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config.from_prefixed_env()
+    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or "the tests' secret"
     events.init_app(app)
 
     # Users banned by POST /ban, in a file every worker reads.
@@ -97,6 +98,12 @@ def create_app() -> Flask:
                 return {"error": str(error), "published": ids}, 400
             ids.append(event.id)
         return jsonify(ids)
+
+    @app.get("/token")
+    def token() -> t.Any:
+        channels = request.args["channels"].split(",")
+        lifetime = float(request.args.get("expires_in", 3600))
+        return events.token(*channels, expires_in=lifetime)
 
     @app.post("/ban")
     def ban() -> t.Any:

@@ -1,5 +1,5 @@
 """CORS: none unless configured; then the configured origins may read streams
-and polls, and a preflight may ask to send Last-Event-ID.
+and polls, and a preflight may ask to send Last-Event-ID or a Bearer token.
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ def test_cors_when_configured() -> None:
         )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "http://app.example"
-        assert preflight.headers["access-control-allow-headers"] == "Last-Event-ID"
+        allow = preflight.headers["access-control-allow-headers"]
+        assert allow == "Last-Event-ID, Authorization"  # and a Bearer token
+        # A refusal is readable too: the page can tell why (a 403, its reason).
+        refused = httpx.get(srv.url + "/events/secret", headers=allowed, timeout=5)
+        assert refused.status_code == 403
+        assert refused.headers["access-control-allow-origin"] == "http://app.example"
         other = httpx.get(
             srv.url + "/events/c?transport=poll",
             headers={"Origin": "http://evil.example"},

@@ -43,8 +43,14 @@ class Backend(ABC):
     revoke: Revoke
     lost: Lost
 
-    def __init__(self, history: int) -> None:
+    def __init__(self, history: int, ttl: float | None = None) -> None:
         self.history = history
+        #: Returns how many events of a channel to keep, and for how long
+        #: (seconds, or ``None``); the extension sets it for namespaces.
+        self.retention: t.Callable[[str], tuple[int, float | None]] = lambda _: (
+            history,
+            ttl,
+        )
         self.deliver = _nowhere
         self.revoke = _nowhere
         self.lost = _nowhere2

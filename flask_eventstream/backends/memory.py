@@ -95,7 +95,9 @@ class MemoryBackend(Backend):
                     if oldest.events:
                         newest = oldest.events[-1].key
                         self._forgotten = max(self._forgotten or newest, newest)
-                history = channels[channel] = _Channel(self.history, self._forgotten)
+                history = channels[channel] = _Channel(
+                    self.retention(channel)[0], self._forgotten
+                )
             else:
                 channels.move_to_end(channel)
             events = history.events

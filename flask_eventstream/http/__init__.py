@@ -11,15 +11,15 @@ from .admission import admit
 from .cors import preflight
 from .direct import capture_start_response
 from .endpoint import blueprint
-from .request import MAX_REWIND
 from .request import request_cursor
 from .request import request_rewind
 from .request import short_poll
+from .tokens import make_token
+from .tokens import request_grant
 from .views import stream
 from .views import undecorated
 
 __all__ = [
-    "MAX_REWIND",
     "admit",
     "blueprint",
     "capture_start_response",
@@ -27,6 +27,8 @@ __all__ = [
     "request_cursor",
     "request_rewind",
     "short_poll",
+    "make_token",
+    "request_grant",
     "stream",
     "undecorated",
 ]

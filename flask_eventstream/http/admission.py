@@ -19,9 +19,15 @@ Authorizer = t.Callable[[str], bool]
 
 
 def admit(
-    hub: Hub, channels: tuple[str, ...], authorizer: Authorizer | None
+    hub: Hub,
+    channels: tuple[str, ...],
+    authorizer: Authorizer | None,
+    granted: t.AbstractSet[str] = frozenset(),
 ) -> tuple[str, ...]:
     """Return ``channels`` without repeats, if this request may subscribe.
+
+    :param granted: the channels a valid subscriber token names: not put to
+        ``authorizer``.
 
     :raises BadRequest: for no channel, too many, or an invalid one.
     :raises Forbidden: when ``authorizer`` refuses one.
@@ -44,7 +50,7 @@ def admit(
             refuse(hub, BadRequest(problem), "%s", problem)
     if authorizer is not None:
         for channel in unique:
-            if not _allowed(hub, authorizer, channel):
+            if channel not in granted and not _allowed(hub, authorizer, channel):
                 message = f"Not allowed to subscribe to {channel!r}."
                 refuse(hub, Forbidden(message), "authorize refused %r.", channel)
     limit = settings.max_connections

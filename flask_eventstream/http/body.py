@@ -40,6 +40,7 @@ class Body:
         "socket",
         "started",
         "writing_since",
+        "expires",
         "ending",
         "dropped",
         "__weakref__",
@@ -54,6 +55,7 @@ class Body:
         name: str,
         retry: int | None = None,
         sse: bool = True,
+        expires: float | None = None,
     ) -> None:
         self._gen = gen
         self._wake = wake
@@ -73,6 +75,8 @@ class Body:
             # (by default it grows to net.ipv4.tcp_wmem's maximum).
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         self.started = time.monotonic()
+        #: When its subscriber token expires (Unix time): the monitor ends it.
+        self.expires = expires
         #: When the server was handed the chunk it is writing; ``None`` while
         #: the body waits for its next one.
         self.writing_since: float | None = None
@@ -96,7 +100,7 @@ class Body:
                 # client that does not read: fail it at once instead.
                 self.cut(always=True)
                 raise
-            if self.ending not in ("shutdown", "lifetime") or not self.sse:
+            if self.ending not in ("shutdown", "lifetime", "expired") or not self.sse:
                 raise
             self.sse = False  # one hint, then the end
             chunk = jittered(self._retry)
@@ -124,8 +128,9 @@ class Body:
         self.writing_since = None
 
     def end(self, reason: str) -> None:
-        """End the stream after what it is writing: ``"shutdown"`` and
-        ``"lifetime"`` add a jittered ``retry:`` hint.
+        """End the stream after what it is writing: ``"shutdown"``,
+        ``"lifetime"`` and ``"expired"`` (its token) add a jittered ``retry:``
+        hint.
         """
         if self.ending is None:
             self.ending = reason

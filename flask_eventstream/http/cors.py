@@ -30,7 +30,9 @@ def cors_headers(response: BaseResponse, settings: Settings) -> None:
         return
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET"
-        response.headers["Access-Control-Allow-Headers"] = "Last-Event-ID"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Last-Event-ID, Authorization"
+        )
         response.headers["Access-Control-Max-Age"] = "600"
 
 
@@ -39,10 +41,14 @@ STREAM_VIEW = "_eventstream"
 
 
 def preflight(response: BaseResponse) -> BaseResponse:
-    """``after_request``: CORS headers on the automatic ``OPTIONS`` answer of
-    a :func:`stream` view (Flask answers it without calling the view).
+    """``after_request``: CORS headers on what a :func:`stream` view answers
+    without a body of its own: the automatic ``OPTIONS`` answer (Flask gives
+    it without calling the view), and errors (a 403 for an expired token),
+    so that a page on another origin can read why it was refused.
     """
-    if request.method == "OPTIONS" and request.endpoint is not None:
+    if request.endpoint is not None and (
+        "Access-Control-Allow-Origin" not in response.headers
+    ):
         view = current_app.view_functions.get(request.endpoint)
         if getattr(view, STREAM_VIEW, False):
             cors_headers(response, current_hub().settings)

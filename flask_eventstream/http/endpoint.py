@@ -13,6 +13,7 @@ from flask import current_app
 from werkzeug.exceptions import Forbidden
 
 from ..subscription import Subscription
+from .tokens import request_grant
 from .views import stream
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -42,10 +43,15 @@ def blueprint(prefix: str | None) -> Blueprint:
         def channel(channel: str) -> t.Any:
             events: Extension = current_app.extensions["eventstream"]
             if events.authorizer is None:
-                raise Forbidden(
-                    "The built-in endpoint serves no channel until an authorize"
-                    " function is registered with '@events.authorize'."
-                )
+                grant = request_grant()
+                if grant is None:
+                    raise Forbidden(
+                        "The built-in endpoint serves no channel until an"
+                        " authorize function is registered with"
+                        " '@events.authorize', or the request carries a token."
+                    )
+                if channel not in grant.channels:
+                    raise Forbidden(f"The token does not name channel {channel!r}.")
             return events.subscribe(channel)
 
     return bp

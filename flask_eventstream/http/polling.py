@@ -51,7 +51,9 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
         raise unavailable from None
     if longpoll:
         gen = _longpoll_body(sub, options, timeout, records, announce)
-        waiting = Body(gen, sub.close, hub, name=repr(sub), sse=False)
+        waiting = Body(
+            gen, sub.close, hub, name=repr(sub), sse=False, expires=sub.expires
+        )
         sub.serve(None, waiting.drop)
         body: t.Iterable[bytes] = waiting
     else:

@@ -10,6 +10,8 @@ from flask import has_request_context
 from flask import request
 from werkzeug.exceptions import BadRequest
 
+from ..settings import MAX_REWIND
+
 #: Longest cursor read from a request; ids the backends assign are far shorter.
 MAX_CURSOR_LENGTH = 64
 #: What a cursor from a request is made of: the characters of an id (digits,
@@ -42,10 +44,6 @@ def request_cursor() -> str | None:
             " back an id this server sent."
         )
     return raw
-
-
-#: The most events ``?rewind=`` asks for (a page bounds it in bytes too).
-MAX_REWIND = 1000
 
 
 def request_rewind() -> int | None:

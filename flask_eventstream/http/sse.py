@@ -89,7 +89,9 @@ def stream_response(
         pause = options.opening(None) + b": the backend is unavailable\n"
         return sse_response([pause], hub, headers)
     gen = _subscription_body(sub, options, records, announce)
-    body = Body(gen, sub.close, hub, name=repr(sub), retry=options.retry)
+    body = Body(
+        gen, sub.close, hub, name=repr(sub), retry=options.retry, expires=sub.expires
+    )
     # Direct writes are used only once the stream waits, so after the head
     # and the opening are written: the publisher's writes come after them.
     writer = None

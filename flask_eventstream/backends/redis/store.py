@@ -61,7 +61,7 @@ class RedisBackend(Backend):
         prefix: str = "eventstream:",
         pool_size: int = 4,
     ) -> None:
-        super().__init__(history)
+        super().__init__(history, ttl)
         self.url = url
         self.ttl = ttl
         self.prefix = prefix
@@ -106,12 +106,17 @@ class RedisBackend(Backend):
     # -- storing ----------------------------------------------------------
 
     def _store(
-        self, key: str | bytes, maxlen: int, event: Event, once: Once | None = None
+        self,
+        key: str | bytes,
+        keep: tuple[int, float | None],
+        event: Event,
+        once: Once | None = None,
     ) -> tuple[Cursor, Event | None]:
         """Run the append script; return the new cursor, and the first event
         where ``once`` names one stored within its window.
         """
-        ttl_ms = int(self.ttl * 1000) if self.ttl else 0
+        maxlen, ttl = keep
+        ttl_ms = int(ttl * 1000) if ttl else 0
         window_ms = max(1, int(once.window * 1000)) if once is not None else 0
         reply = self._append(
             keys=[
@@ -140,7 +145,7 @@ class RedisBackend(Backend):
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
         try:
             (key, epoch), first = self._store(
-                self._key(channel), self.history, event, once
+                self._key(channel), self.retention(channel), event, once
             )
         except redis.RedisError as error:
             raise PublishError(
@@ -157,7 +162,7 @@ class RedisBackend(Backend):
 
     def close_channel(self, channel: str) -> None:
         try:
-            self._store(self._control, 100, Event(channel))
+            self._store(self._control, (100, self.ttl), Event(channel))
         except redis.RedisError as error:
             raise PublishError(
                 f"Redis could not close channel {channel!r}: {error}"
@@ -198,7 +203,8 @@ class RedisBackend(Backend):
         if len(channels) == 1:
             cursor = self._listener.cursor(self._key(channels[0]).encode())
             if cursor is not None:
-                if not self.ttl or cursor.key[0] > now_ms() - self.ttl * 500:
+                ttl = self.retention(channels[0])[1]
+                if not ttl or cursor.key[0] > now_ms() - ttl * 500:
                     return cursor
         return self.head()
 
@@ -233,10 +239,11 @@ class RedisBackend(Backend):
         found: list[Record] = []
         for index, channel in enumerate(channels):
             info, entries = replies[2 + 2 * index], replies[3 + 2 * index]
+            ttl = self.retention(channel)[1]
             if isinstance(info, redis.ResponseError) and not isinstance(
                 entries, Exception
             ):  # no such stream
-                if self.ttl and after[0] < now_ms() - self.ttl * 1000:
+                if ttl and after[0] < now_ms() - ttl * 1000:
                     raise CursorProblem(
                         "expired",
                         f"The history of channel {channel!r} may have expired"
@@ -246,7 +253,7 @@ class RedisBackend(Backend):
             for reply in (info, entries):
                 if isinstance(reply, Exception):
                     raise BackendUnavailable(f"Redis could not read: {reply}")
-            check_kept(channel, after, info, entries, self.ttl)
+            check_kept(channel, after, info, entries, ttl)
             found.extend(
                 record_of(channel, id, fields, epoch) for id, fields in entries
             )
