@@ -15,20 +15,17 @@ from . import signals
 from .backends.base import Once
 from .cli import eventstream_cli
 from .errors import PublishError
-from .http import admit
 from .http import blueprint
 from .http import capture_start_response
 from .http import make_token
+from .http import open_subscription
 from .http import preflight
 from .http import request_cursor
-from .http import request_grant
-from .http import request_rewind
 from .http import undecorated
 from .hub import Hub
 from .settings import check_channel
 from .settings import check_publish
 from .settings import DEFAULTS
-from .settings import MAX_REWIND
 from .subscription import Subscription
 from .wire import Event
 
@@ -49,6 +46,7 @@ class EventStream:
     def __init__(self, app: Flask | None = None) -> None:
         self._hubs: weakref.WeakKeyDictionary[Flask, Hub] = weakref.WeakKeyDictionary()
         self._authorize: t.Callable[[str], bool] | None = None
+        self._identify: t.Callable[[], str | None] | None = None
         if app is not None:
             self.init_app(app)
 
@@ -57,45 +55,13 @@ class EventStream:
         its backend, and register the ``eventstream`` blueprint (the browser
         client and, unless turned off, the built-in endpoint).
 
-        Every key below is set with ``app.config.setdefault``:
-
-        - ``EVENTSTREAM_BACKEND``: ``"memory"`` or a Redis URL.
-        - ``EVENTSTREAM_HISTORY``: events kept per channel for resume.
-        - ``EVENTSTREAM_HISTORY_TTL``: with Redis, seconds after a channel's
-          last event that its history expires; ``None`` keeps it.
-        - ``EVENTSTREAM_REDIS_PREFIX``: the prefix of every Redis key.
-        - ``EVENTSTREAM_HEARTBEAT``: seconds of silence before a keep-alive.
-        - ``EVENTSTREAM_RETRY``: milliseconds sent as ``retry:``, or ``None``.
-        - ``EVENTSTREAM_URL_PREFIX``: the built-in endpoint's prefix, or
-          ``None`` to turn it off.
-        - ``EVENTSTREAM_QUEUE_SIZE``: events queued for one client before it
-          is dropped (it resumes from history when it reconnects).
-        - ``EVENTSTREAM_SEND_TIMEOUT``: seconds a blocked write may last
-          before the connection is shut down.
-        - ``EVENTSTREAM_SEND_BUFFER``: each stream's ``SO_SNDBUF``, or
-          ``None`` for the system's.
-        - ``EVENTSTREAM_MAX_LIFETIME``: seconds after which a stream ends
-          with a retry hint, or ``None``.
-        - ``EVENTSTREAM_HISTORY_CHANNELS``: with the memory backend, the
-          channels whose history is kept.
-        - ``EVENTSTREAM_MAX_CONNECTIONS``: open subscriptions per worker.
-        - ``EVENTSTREAM_MAX_CHANNELS``: channels in one subscription.
-        - ``EVENTSTREAM_MAX_EVENT_BYTES``: largest encoded event ``publish``
-          accepts.
-        - ``EVENTSTREAM_POLL_TIMEOUT``: longest long-poll wait, in seconds.
-        - ``EVENTSTREAM_POLL_BATCH``: most events in one poll answer.
-        - ``EVENTSTREAM_CORS_ORIGINS``: origins allowed to read streams from
-          other sites (a list, or ``"*"``); none by default.
-        - ``EVENTSTREAM_CORS_CREDENTIALS``: whether those origins may send
-          cookies (``Access-Control-Allow-Credentials``).
-        - ``EVENTSTREAM_DIRECT_WRITES``: under gunicorn's gevent worker, let
-          the publisher write an event to a waiting client's socket itself.
-        - ``EVENTSTREAM_IDEMPOTENCY_WINDOW``: seconds an idempotency key holds.
-        - ``EVENTSTREAM_NAMESPACES``: settings by channel-name prefix.
+        Every ``EVENTSTREAM_*`` key (see :doc:`/configuration`) is set with
+        ``app.config.setdefault``, then checked.
 
         :raises RuntimeError: if an ``EventStream`` is already registered on
             ``app``.
-        :raises ValueError: if a configuration value is out of range.
+        :raises ValueError: if a configuration value is out of range, naming
+            the key.
         """
         if "eventstream" in app.extensions:
             raise RuntimeError(
@@ -241,23 +207,15 @@ class EventStream:
         :raises ServiceUnavailable: when this worker already holds
             ``EVENTSTREAM_MAX_CONNECTIONS`` subscriptions.
         """
-        hub = self.hub_for()
-        # Before authorize: a revocation while it runs ends the subscription.
-        mark = hub.revocation_mark()
-        grant = request_grant() if has_request_context() else None
-        granted = grant.channels if grant is not None else frozenset()
-        unique = admit(hub, channels, self._authorize, granted)
-        # A stream the token let in ends when the token expires.
-        expires = grant.expires if grant and granted.intersection(unique) else None
         if last_event_id is _FROM_REQUEST:
             last_event_id = request_cursor() if has_request_context() else None
-        if rewind is None:
-            rewind = request_rewind() if has_request_context() else None
-        if rewind is None:  # the namespaces' default
-            rewind = max(hub.settings.channel(name).rewind for name in unique)
-        rewind = min(rewind, MAX_REWIND)
-        return Subscription(
-            hub, unique, last_event_id, mark=mark, rewind=rewind, expires=expires
+        return open_subscription(
+            self.hub_for(),
+            channels,
+            self._authorize,
+            self._identify,
+            last_event_id,
+            rewind,
         )
 
     def token(self, *channels: str, expires_in: float = 3600) -> str:
@@ -319,6 +277,33 @@ class EventStream:
         """
         self._authorize = fn
         return fn
+
+    def identify(self, fn: t.Callable[[], str | None]) -> t.Callable[[], str | None]:
+        """Register ``fn() -> str | None``, run in the request of every
+        subscription, that names its subscriber for :meth:`presence` (the
+        user's id, say; at most 200 characters). ``None`` is an anonymous
+        subscriber: counted, not listed. If it raises, the subscriber is
+        anonymous and the error is logged.
+        """
+        self._identify = fn
+        return fn
+
+    def presence(self, channel: str) -> dict[str, t.Any]:
+        """Return who is subscribed to ``channel``: ``{"count": connections,
+        "members": {member: connections}}``, where each open stream counts
+        one, and a client that polls counts one for a poll timeout. On every
+        worker and host with Redis (a member is gone within two heartbeats
+        of its last stream closing, even if its worker was killed); in this
+        process with the memory backend.
+
+        :raises ValueError: for an invalid channel name.
+        :raises BackendUnavailable: if Redis cannot be read.
+        """
+        hub = self.hub_for()
+        problem = check_channel(channel)
+        if problem is not None:
+            raise ValueError(problem)
+        return hub.presence.read(channel)
 
     @property
     def authorizer(self) -> t.Callable[[str], bool] | None:

@@ -9,6 +9,7 @@ open stream keeps neither alive.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import typing as t
 import weakref
@@ -18,12 +19,15 @@ from blinker import Signal
 from . import signals
 from .backends import create_backend
 from .bus import Bus
+from .errors import PublishError
 from .monitor import Monitor
 from .monitor import REPORT_TTL
 from .monitor import Reporter
 from .monitor import worker_name
+from .presence import Presence
 from .settings import Settings
 from .setup_checks import gunicorn_worker
+from .wire import Event
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -92,6 +96,8 @@ class Hub:
         #: later (the Prometheus exporter's sync).
         self.reporters: list[Reporter] = [self._report_to_backend]
         self.monitor = Monitor(settings, self.figures, self.reporters)
+        #: Who is connected, by channel (see :meth:`EventStream.presence`).
+        self.presence = Presence(self.backend, settings, self.announce, logger)
 
     @property
     def app(self) -> t.Any:
@@ -152,6 +158,19 @@ class Hub:
             reason,
         )
 
+    def lagged(self, name: str, channel: str, id: str | None) -> None:
+        """Count and log a subscription ended because the event of
+        ``channel`` before ``id`` never reached it.
+        """
+        self.count("gaps")
+        self.logger.warning(
+            "Ended %s: an event of %r before %s did not reach it; the client"
+            " resumes from history or gets a reset.",
+            name,
+            channel,
+            id,
+        )
+
     def _end(self, channel: str | None, reason: str) -> int:
         channels = [channel] if channel is not None else list(self.bus.subscribers())
         closed = 0
@@ -161,6 +180,22 @@ class Hub:
                 if owner is not None and owner.close(reason):
                     closed += 1
         return closed
+
+    def announce(self, channel: str, kind: str, member: str) -> None:
+        """Send ``eventstream-join`` or ``-leave`` on ``channel``, if its
+        namespace asks for them. Stored like any event: a client that
+        reconnects gets those it missed.
+        """
+        if not self.settings.channel(channel).presence:
+            return
+        data = json.dumps({"member": member}, separators=(",", ":"))
+        try:
+            self.backend.append(channel, Event(data, event=f"eventstream-{kind}"))
+        except PublishError as error:
+            self.count("errors")
+            self.logger.warning(
+                "Could not announce %r %s %r: %s", member, kind, channel, error
+            )
 
     def check_heard(self) -> None:
         """Warn, once, when the memory backend publishes in a process that

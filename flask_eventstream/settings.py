@@ -114,7 +114,7 @@ class ChannelSettings(t.NamedTuple):
 
 
 #: What a namespace of ``EVENTSTREAM_NAMESPACES`` may set.
-NAMESPACE_KEYS = ChannelSettings._fields
+NAMESPACE_KEYS = ("history", "history_ttl", "max_event_bytes", "presence", "rewind")
 
 #: A namespace: the start of channel names (see :data:`CHANNEL_PATTERN`).
 NAMESPACE_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,127}\Z")
@@ -137,7 +137,7 @@ def _namespace(
             f"{where}: unknown setting {unknown[0]!r}; a namespace may set"
             f" {', '.join(NAMESPACE_KEYS)}."
         )
-    merged = {**base._asdict(), **options}
+    merged = {**dict(zip(NAMESPACE_KEYS, base, strict=True)), **options}
     where += "."
     presence, rewind = merged["presence"], merged["rewind"]
     if not isinstance(presence, bool):

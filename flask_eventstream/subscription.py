@@ -39,8 +39,8 @@ class Subscription:
     generator view to get :class:`Event` objects: first the stored events after
     the cursor, then live ones, each once and in order.
 
-    It keeps what it needs (channels, cursor, the app's backend) and nothing of
-    the request, so an open stream costs its queue and little else.
+    It keeps nothing of the request: an open stream costs its queue and little
+    else.
     """
 
     __slots__ = (
@@ -60,6 +60,7 @@ class Subscription:
         "_rewind",
         "member",
         "expires",
+        "present",
         "__weakref__",
     )
 
@@ -98,6 +99,8 @@ class Subscription:
         self.member = member
         #: When the subscriber token it was admitted with expires (Unix time).
         self.expires = expires
+        #: In presence: ``None`` from open, ``True`` now, ``False`` not (a lease).
+        self.present: bool | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {', '.join(self.channels)}>"
@@ -152,8 +155,7 @@ class Subscription:
         hub.served = True
         self._attached = True
         try:
-            # Every channel on the bus before the first backend call, so a
-            # failure in one leaves nothing for close() to miss.
+            # All on the bus before a backend call: close() misses nothing.
             for channel in self.channels:
                 hub.bus.connect(channel, self._receive)
             for channel in self.channels:
@@ -163,6 +165,9 @@ class Subscription:
                 running.append(self)
             hub.send(signals.client_connected, subscription=self)
             records = self.replay(limit)
+            if self.present is None:  # after the replay: it hears its own join
+                self.present = True
+                hub.presence.enter(self.channels, self.member)
             # A close_channel that came while authorize ran (or before this
             # joined the bus) ended nothing here: end it now.
             if hub.revoked_since(self._mark, self.channels):
@@ -229,6 +234,9 @@ class Subscription:
         self._attached = False
         hub = self.hub
         hub.connections -= 1
+        if self.present:
+            self.present = False
+            hub.presence.leave(self.channels, self.member)
         for channel in self.channels:
             if hub.bus.disconnect(channel, self._receive):
                 hub.backend.unlisten(channel)
@@ -319,14 +327,7 @@ class Subscription:
     def _gap(self, record: Record) -> None:
         self._closed = "lagged"
         self._queue.clear()
-        self.hub.count("gaps")
-        self.hub.logger.warning(
-            "Ended %s: an event of %r before %s did not reach it; the client"
-            " resumes from history or gets a reset.",
-            self,
-            record.channel,
-            record.event.id,
-        )
+        self.hub.lagged(repr(self), record.channel, record.event.id)
 
     def __iter__(self) -> t.Iterator[Event]:
         """Yield the stored events after the cursor, then live events, until

@@ -174,6 +174,9 @@ class RawStream:
 class Proxy:
     """A TCP forwarder in front of a server, whose connections a test can cut
     (the client sees the server drop it) while it keeps accepting new ones.
+
+    While :attr:`drop_replies` is set, what the server answers is thrown away
+    and the connection cut: the request reached the server, its reply is lost.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -189,6 +192,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         self._closed = False
+        self.drop_replies = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -202,13 +206,16 @@ class Proxy:
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             with self._lock:
                 self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, replies in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pipe, args=(a, b, replies), daemon=True
+                ).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
+                if replies and self.drop_replies:
+                    break  # lost on the way: both ends see the connection drop
                 sink.sendall(data)
         except OSError:
             pass

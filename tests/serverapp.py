@@ -99,6 +99,16 @@ def create_app() -> Flask:
             ids.append(event.id)
         return jsonify(ids)
 
+    @events.identify
+    def identify() -> str | None:
+        if request.args.get("user") == "broken-identify":
+            raise RuntimeError("a bug in the user's identify")
+        return request.args.get("user") or None
+
+    @app.get("/presence/<channel>")
+    def presence(channel: str) -> t.Any:
+        return events.presence(channel)
+
     @app.get("/token")
     def token() -> t.Any:
         channels = request.args["channels"].split(",")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import typing as t
 
+import httpx
 import pytest
 from conftest import require
 from conftest import ROOT
@@ -120,19 +121,29 @@ def test_chat_room_across_four_workers(browser: Browser, redis_server: t.Any) ->
     server = example(
         "chat",
         {"FLASK_EVENTSTREAM_BACKEND": redis_server.url,
-         "FLASK_EVENTSTREAM_REDIS_PREFIX": prefix},
+         "FLASK_EVENTSTREAM_REDIS_PREFIX": prefix,
+         # A leave comes a heartbeat after the last stream: not 15 s here.
+         "FLASK_EVENTSTREAM_HEARTBEAT": "2"},
         workers=4,
     )  # fmt: skip
     try:
-        pages = [new_page(browser, server.url + "/") for _ in range(3)]
-        for page in pages:
+        pages = []
+        for n in range(3):
+            page = new_page(browser, server.url + "/")
+            page.fill("#name", f"user{n}")
+            page.click("#join button")
             page.wait_for_function("document.body.dataset.live === 'yes'")
+            pages.append(page)
+        # Who is online: from presence() at load, then join events.
+        everyone = ["user0", "user1", "user2"]
+        for page in pages:
+            page.wait_for_function(f"window.online().length === {len(everyone)}")
+            assert page.evaluate("window.online()") == everyone
         said = []
         for n, page in enumerate(pages):
-            page.fill("#name", f"user{n}")
             for k in range(2):
                 page.fill("#text", f"hello {k} <b>from</b> {n}")
-                page.click("button")
+                page.click("#form button")
                 said.append(f"user{n}: hello {k} <b>from</b> {n}")
                 page.wait_for_function(f"window.messages.length >= {len(said)}")
         for page in pages:
@@ -141,8 +152,54 @@ def test_chat_room_across_four_workers(browser: Browser, redis_server: t.Any) ->
             assert page.evaluate("window.messages") == said
             # Shown as text, never as markup.
             assert page.locator("#log b").count() == len(said)
-        for page in pages:
+        # user2 leaves: the others see it go (a heartbeat after its stream).
+        pages[2].context.close()
+        for page in pages[:2]:
+            page.wait_for_function("window.online().length === 2")
+            assert page.evaluate("window.online()") == everyone[:2]
+            assert page.locator("#online li").all_inner_texts() == everyone[:2]
+        for page in pages[:2]:
             page.context.close()
+    finally:
+        server.stop()
+
+
+def test_widget_on_another_origin_follows_with_a_token(browser: Browser) -> None:
+    server = Server(
+        "gevent",
+        app="app:app",
+        extra=["--chdir", str(EXAMPLES / "widget"), "-w", "1"],
+        health="/",
+    )
+    server.env["FLASK_WIDGET_ORIGIN"] = f"http://localhost:{server.port}"
+    server.env["FLASK_WIDGET_STREAMS"] = server.url
+    server.start()
+    try:
+        page = new_page(browser, f"http://localhost:{server.port}/partner")
+        page.wait_for_function("document.body.dataset.live === 'yes'")
+        shop = new_page(browser, server.url + "/")
+        for status in ("packed", "shipped"):
+            shop.select_option("#status", status)
+            shop.click("button")
+        page.wait_for_function("window.statuses.length >= 2")
+        assert page.evaluate("window.statuses") == ["packed", "shipped"]
+        assert page.text_content("#status") == "shipped"
+        # A tampered token: refused, and the page can read why.
+        failure = page.evaluate(
+            """(url) => new Promise((resolve) => {
+                 const source = new EventStreamClient(url);
+                 source.onerror = (e) => resolve({status: e.status,
+                                                  message: e.message});
+               })""",
+            f"{server.url}/events/order.42?token=abc.def",
+        )
+        assert failure["status"] == 403
+        assert "signature does not match" in failure["message"]
+        # No token, no stream: the app has no authorize function.
+        bare = httpx.get(f"{server.url}/events/order.42?transport=poll", timeout=5)
+        assert bare.status_code == 403
+        page.context.close()
+        shop.context.close()
     finally:
         server.stop()
 

@@ -14,12 +14,16 @@ import uuid
 import httpx
 import pytest
 from clients import Follower
+from clients import Proxy
 from clients import RawStream
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
+from flask import Flask
 
 from flask_eventstream import Event
+from flask_eventstream import EventStream
+from flask_eventstream import PublishError
 from flask_eventstream.testing import check_delivery
 
 pytestmark = pytest.mark.redis
@@ -328,3 +332,35 @@ def test_concurrent_publishes_with_one_idempotency_key_store_one_event(
         stream.close()
     finally:
         server.stop()
+
+
+def test_a_publish_whose_reply_was_lost_is_stored_once_when_retried(
+    redis_server: RedisServer,
+) -> None:
+    """The case idempotency keys exist for: Redis stored the event, the reply
+    never came, ``publish`` raised ``PublishError``; the caller's retry with
+    the same key returns the stored event and stores nothing.
+    """
+    proxy = Proxy(redis_server.port)
+    prefix = f"lost-{uuid.uuid4().hex[:6]}:"
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = f"redis://127.0.0.1:{proxy.port}/0"
+    app.config["EVENTSTREAM_REDIS_PREFIX"] = prefix
+    events = EventStream(app)
+    redis = redis_server.client()
+    try:
+        with app.app_context():
+            events.publish("warm-up", "loads the script")  # no NOSCRIPT below
+            proxy.drop_replies = True
+            with pytest.raises(PublishError):
+                events.publish("paid", "order 9", idempotency_key="order-9")
+            proxy.drop_replies = False
+            ((stored_id, _),) = redis.xrange(f"{prefix}stream:paid")
+            retried = events.publish("paid", "order 9", idempotency_key="order-9")
+            assert redis.xlen(f"{prefix}stream:paid") == 1
+            assert retried.id is not None
+            assert retried.id.startswith(stored_id.decode() + "-")
+            assert retried.data == "order 9"
+    finally:
+        events.hub_for(app).backend.close()
+        proxy.close()

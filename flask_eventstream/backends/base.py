@@ -54,6 +54,8 @@ class Backend(ABC):
         self.deliver = _nowhere
         self.revoke = _nowhere
         self.lost = _nowhere2
+        # channel -> member -> connections (the in-process presence).
+        self._present: dict[str, dict[str, int]] = {}
 
     @abstractmethod
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
@@ -131,6 +133,51 @@ class Backend(ABC):
     def history_sizes(self) -> dict[str, int]:
         """Return the number of stored events of every channel."""
         return {}
+
+    # -- presence: who is connected, by channel -------------------------
+    #
+    # A worker tells the backend how many connections each member (a field:
+    # an opaque name) has on a channel in this worker; the backend adds up
+    # every worker's and says when a member's total leaves or reaches zero.
+    # This in-process version serves the memory backend: one worker.
+
+    def presence_set(
+        self, worker: str, channel: str, counts: t.Mapping[str, int], full: bool
+    ) -> list[tuple[str, str]] | None:
+        """Set ``worker``'s connections of ``channel`` by member (0 removes;
+        with ``full`` a member left out is 0). Return the changes of the
+        members' totals: ``("join", member)`` from zero, ``("leave",
+        member)`` to zero; ``None`` if ``worker`` must call
+        :meth:`presence_tick` first (its entries were lost).
+        """
+        table = self._present.setdefault(channel, {})
+        wanted = dict(counts)
+        if full:
+            wanted = {member: 0 for member in table} | wanted
+        changes = []
+        for member, count in wanted.items():
+            before = table.pop(member, 0)
+            if count > 0:
+                table[member] = count
+            if (before > 0) != (count > 0):
+                changes.append(("join" if count > 0 else "leave", member))
+        if not table:
+            del self._present[channel]
+        return changes
+
+    def presence_tick(
+        self, worker: str, ttl: float
+    ) -> tuple[bool, list[tuple[str, str]]]:
+        """Keep ``worker``'s entries (``""``: none) for ``ttl`` more seconds,
+        and remove those of workers that stopped renewing theirs. Return
+        whether ``worker``'s own were lost (it must set them all again), and
+        the ``(channel, member)`` whose total went to zero with them.
+        """
+        return False, []
+
+    def presence_read(self, channel: str) -> dict[str, int]:
+        """Return every member's connections of ``channel``, all workers'."""
+        return dict(self._present.get(channel, {}))
 
 
 def _nowhere(_: object) -> None:

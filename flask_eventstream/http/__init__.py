@@ -7,28 +7,22 @@ Nothing here keeps a request context past the view: bodies keep the app's
 
 from __future__ import annotations
 
-from .admission import admit
+from .admission import open_subscription
 from .cors import preflight
 from .direct import capture_start_response
 from .endpoint import blueprint
 from .request import request_cursor
-from .request import request_rewind
-from .request import short_poll
 from .tokens import make_token
-from .tokens import request_grant
 from .views import stream
 from .views import undecorated
 
 __all__ = [
-    "admit",
     "blueprint",
     "capture_start_response",
+    "make_token",
+    "open_subscription",
     "preflight",
     "request_cursor",
-    "request_rewind",
-    "short_poll",
-    "make_token",
-    "request_grant",
     "stream",
     "undecorated",
 ]

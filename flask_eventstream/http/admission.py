@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import typing as t
 
+from flask import has_request_context
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import Forbidden
 from werkzeug.exceptions import HTTPException
@@ -13,9 +14,76 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from ..hub import Hub
 from ..settings import check_channel
+from ..settings import MAX_REWIND
+from ..subscription import Subscription
+from .request import request_rewind
 from .request import short_poll
+from .tokens import request_grant
 
 Authorizer = t.Callable[[str], bool]
+Identifier = t.Callable[[], "str | None"]
+
+#: The longest member name ``identify`` may return.
+MAX_MEMBER_LENGTH = 200
+
+
+def open_subscription(
+    hub: Hub,
+    channels: tuple[str, ...],
+    authorizer: Authorizer | None,
+    identifier: Identifier | None,
+    last_event_id: str | None,
+    rewind: int | None,
+) -> Subscription:
+    """What :meth:`EventStream.subscribe` returns, if this request may
+    subscribe (see :func:`admit`): with its token's expiry, its member as
+    ``identifier`` names it, and how far it rewinds.
+    """
+    # Before authorize: a revocation while it runs ends the subscription.
+    mark = hub.revocation_mark()
+    in_request = has_request_context()
+    grant = request_grant() if in_request else None
+    granted = grant.channels if grant is not None else frozenset()
+    unique = admit(hub, channels, authorizer, granted)
+    # A stream the token let in ends when the token expires.
+    expires = grant.expires if grant and granted.intersection(unique) else None
+    if rewind is None and in_request:
+        rewind = request_rewind()
+    if rewind is None:  # the namespaces' default
+        rewind = max(hub.settings.channel(name).rewind for name in unique)
+    member = identify(hub, identifier) if identifier and in_request else None
+    return Subscription(
+        hub,
+        unique,
+        last_event_id,
+        mark=mark,
+        rewind=min(rewind, MAX_REWIND),
+        member=member,
+        expires=expires,
+    )
+
+
+def identify(hub: Hub, identifier: Identifier) -> str | None:
+    """Run ``identify`` as a guest: a name it cannot give (it raised, or
+    returned something else than a short ``str`` or ``None``) is logged and
+    counted, and the subscriber is anonymous; the stream is served anyway.
+    """
+    try:
+        member = identifier()
+        if member is None or (
+            isinstance(member, str) and 0 < len(member) <= MAX_MEMBER_LENGTH
+        ):
+            return member
+        raise TypeError(
+            f"identify must return a str of 1 to {MAX_MEMBER_LENGTH} characters"
+            f" or None, not {member!r:.60}."
+        )
+    except Exception:
+        hub.count("callback_errors")
+        hub.logger.exception(
+            "The identify function failed: the subscriber is anonymous."
+        )
+        return None
 
 
 def admit(

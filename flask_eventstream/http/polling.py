@@ -38,6 +38,10 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     """Answer a poll (at once) or a long-poll (when an event comes)."""
     hub = sub.hub
     timeout = _timeout(hub.settings.poll_timeout) if longpoll else 0.0
+    # A client that polls is present until one poll timeout after this
+    # answer (a long-poll's answer comes within its timeout).
+    sub.present = False
+    hub.presence.lease(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
     try:
         # Read no more than one answer holds.
         limit = hub.settings.poll_batch

@@ -37,11 +37,12 @@ from .codec import key_of
 from .codec import record_of
 from .history import check_kept
 from .listener import Listener
+from .presence import RedisPresence
 from .scripts import APPEND_SCRIPT
 from .scripts import HEAD_SCRIPT
 
 
-class RedisBackend(Backend):
+class RedisBackend(RedisPresence, Backend):
     """History and fan-out through Redis, for many workers and hosts.
 
     :param url: ``redis://``, ``rediss://`` or ``unix://`` URL.
