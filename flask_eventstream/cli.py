@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.client
 import json
-import time
 import typing as t
 import urllib.parse
 
@@ -16,7 +14,6 @@ from .hub import Hub
 from .settings import check_channel
 from .subscription import Subscription
 from .wire import Event
-from .wire import Parser
 
 
 class Extension(t.Protocol):
@@ -132,44 +129,25 @@ def tail_command(
 
 
 def _http_events(url: str, last_event_id: str | None) -> t.Iterator[Event]:
-    """Yield the events of the stream at ``url``, reconnecting as a browser
-    does (after ``retry:``, from the last id) until interrupted.
+    """Yield the events of the stream at ``url``, reconnecting and resuming
+    as a browser does (:class:`~flask_eventstream.client.EventSource`).
     """
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise click.BadParameter(f"{url!r} is not an http(s) URL.")
-    connection_type = (
-        http.client.HTTPSConnection
-        if parts.scheme == "https"
-        else http.client.HTTPConnection
-    )
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    cursor = last_event_id
-    while True:
-        parser = Parser(last_event_id=cursor or "")
-        connection = connection_type(parts.hostname, parts.port, timeout=60)
-        headers = {"Accept": "text/event-stream"}
-        if cursor:
-            headers["Last-Event-ID"] = cursor
-        try:
-            connection.request("GET", path, headers=headers)
-            response = connection.getresponse()
-            if response.status != 200:
-                raise click.ClickException(
-                    f"{url} answered {response.status}: "
-                    + response.read(500).decode("utf-8", "replace").strip()
-                )
-            while data := response.read1(65536):
-                for event in parser.feed(data):
-                    cursor = parser.last_event_id or cursor
-                    yield event
-        except OSError as error:
-            click.echo(f"(connection lost: {error}; reconnecting)", err=True)
-        finally:
-            connection.close()
-        time.sleep((parser.retry or 3000) / 1000)
+    try:
+        # The optional extra: only --url needs it.
+        from .client import EventSource
+        from .client import StreamRefused
+    except ImportError as error:
+        raise click.ClickException(str(error)) from None
+    source = EventSource(url, last_event_id=last_event_id)
+    try:
+        yield from source
+    except StreamRefused as error:
+        raise click.ClickException(str(error)) from None
+    finally:
+        source.close()
 
 
 @eventstream_cli.command("stats")

@@ -83,6 +83,11 @@ def create_app() -> Flask:
     def channels_stream(channels: str) -> t.Any:
         return events.subscribe(*channels.split(","))
 
+    @app.get("/quiet/<channels>")
+    @stream(announce=False)
+    def quiet_stream(channels: str) -> t.Any:
+        return events.subscribe(*channels.split(","))
+
     @app.post("/publish")
     def publish() -> t.Any:
         channel = request.form["channel"]

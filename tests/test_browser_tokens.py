@@ -87,3 +87,25 @@ def test_a_page_s_stream_ends_when_its_token_expires(
     assert "The token expired" in failure["message"]
     assert [e["id"] for e in received(page)] == [sent]
     page.close()
+
+
+@pytest.mark.parametrize("mode", ["token", "token-fallback"])
+def test_get_token_renews_an_expired_token_without_a_gap(
+    browser: Browser,  # noqa: F811
+    server: Server,
+    mode: str,
+) -> None:
+    channel = f"secret-renew-{mode}"  # only a token admits it
+    page = open_page(browser, f"{server.url}/page/{mode}?url=/events/{channel}")
+    sent = server.publish(channel, "{n}", count=3)
+    page.wait_for_function("window.received.length >= 3")
+    # Each token lasts 2 s: the stream ends, the next one is refused (403),
+    # the client gets a new token and resumes after the last id it saw.
+    for round in range(2):
+        page.wait_for_function(f"window.opened >= {round + 2}", timeout=15_000)
+        sent += server.publish(channel, "{n}", count=3)
+        page.wait_for_function(f"window.received.length >= {len(sent)}")
+    assert [e["id"] for e in received(page)] == sent
+    refused = page.evaluate("window.failures.filter((f) => f.status === 403)")
+    assert refused == []  # renewed quietly: the page is told of no refusal
+    page.close()

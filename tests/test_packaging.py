@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from conftest import Server
 from test_quickstart import check_quickstart
 from test_quickstart import readme_blocks
 
@@ -150,3 +151,61 @@ def test_the_readme_links_the_docs_and_renders_on_an_index() -> None:
     # A package index has no repository around the README: every link is absolute.
     targets = re.findall(r"\]\(([^)]+)\)", readme)
     assert targets and all(target.startswith("https://") for target in targets)
+
+
+USES_THE_TYPES = """
+import { EventStreamClient } from "./static/eventstream.mjs";
+const getToken = async () => "t";
+const source = new EventStreamClient("/events/x", {shared: true, getToken});
+source.addEventListener("tick", (e) => console.log(e.data.length, e.lastEventId));
+source.onerror = (e) => console.log(e.status, e.message);
+const state: 0 | 1 | 2 = source.readyState;
+source.close();
+// @ts-expect-error: not a transport
+new EventStreamClient("/x", {transport: "websocket"});
+"""
+
+
+@pytest.mark.timeout(300)
+def test_the_browser_client_s_types_check_with_typescript(tmp_path: Path) -> None:
+    npm = shutil.which("npm")
+    assert npm, "npm is missing: the TypeScript check needs Node.js and npm"
+    subprocess.run(
+        [npm, "install", "--silent", "--prefix", str(tmp_path), "typescript@5"],
+        check=True, timeout=240, capture_output=True,
+    )  # fmt: skip
+    shutil.copytree(ROOT / "flask_eventstream" / "static", tmp_path / "static")
+    (tmp_path / "use.ts").write_text(USES_THE_TYPES)
+    done = subprocess.run(
+        [str(tmp_path / "node_modules" / ".bin" / "tsc"), "--noEmit", "--strict",
+         "--target", "es2020", "--module", "nodenext", "--moduleResolution",
+         "nodenext", "--lib", "es2020,dom", "use.ts"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+READ_TWO = """
+import sys
+from flask_eventstream.client import EventSource
+
+with EventSource(sys.argv[1], last_event_id=sys.argv[2], timeout=10) as source:
+    events = iter(source)
+    print(next(events).id, next(events).id)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_the_client_extra_alone_reads_a_stream(tmp_path: Path) -> None:
+    python = clean_venv(tmp_path / "venv", f"{ROOT}[client]")
+    server = Server("gevent").start()
+    try:
+        first, *ids = server.publish("venv-client", "{n}", count=3)
+        done = subprocess.run(
+            [str(python), "-c", READ_TWO, f"{server.url}/stream/venv-client", first],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ids

@@ -61,7 +61,7 @@ def test_generator_view_and_heartbeat_while_it_blocks(server: Server) -> None:
         body = raw.read_to_end(timeout=10)
     finally:
         raw.close()
-    assert body.startswith(b"retry: 500\n\ndata: first\n\n:\n:\n")
+    assert body.startswith(b"retry: 500\ndata: first\n\n:\n:\n")
     assert body.endswith(b":\ndata: second\n\n")
 
 

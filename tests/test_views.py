@@ -41,7 +41,7 @@ def test_generator_view_items(app: Flask, events: EventStream) -> None:
     assert "Content-Length" not in rv.headers
     assert "Connection" not in rv.headers
     assert rv.data == (
-        b"retry: 1000\n\n"
+        b"retry: 1000\n"
         b"event: t\ndata: e\n\n"
         b"data: text\n\n"
         b"data: raw\n\n"
@@ -70,7 +70,7 @@ def test_generator_view_error_reaches_the_server(
 
     with app.test_client().get("/boom", buffered=False) as rv:
         chunks = iter(rv.response)
-        assert next(chunks) + next(chunks) == b"retry: 3000\n\ndata: one\n\n"
+        assert next(chunks) + next(chunks) == b"retry: 3000\ndata: one\n\n"
         with pytest.raises(LookupError, match="boom"):
             next(chunks)
 
@@ -88,7 +88,7 @@ def test_heartbeat_while_generator_blocks(app: Flask, events: EventStream) -> No
 
     with app.test_client().get("/wait", buffered=False) as rv:
         chunks = iter(rv.response)
-        assert next(chunks) == b"retry: 3000\n\n"
+        assert next(chunks) == b"retry: 3000\n"
         assert next(chunks) == b":\n"  # the view still blocks: keep-alive
         assert next(chunks) == b":\n"
         release.set()
@@ -125,6 +125,21 @@ def test_stream_options_are_checked() -> None:
         stream(heartbeat=0)
     with pytest.raises(ValueError, match="retry"):
         stream(retry=-5)
+
+
+def test_announce_false_sends_no_id_block(app: Flask, events: EventStream) -> None:
+    @app.get("/quiet/<channel>")
+    @stream(announce=False)
+    def quiet(channel: str) -> t.Any:
+        return events.subscribe(channel)
+
+    publish(app, events, "q", "old")
+    with app.test_client().get("/quiet/q", buffered=False) as rv:
+        chunks = iter(rv.response)
+        # A retry: line alone: no block that a decoder could dispatch.
+        assert next(chunks) == b"retry: 3000\n"
+        live = publish(app, events, "q", "new")
+        assert next(chunks) == f"id: {live.id}\ndata: new\n\n".encode()
 
 
 def test_fresh_client_gets_head_id_then_live(
@@ -292,7 +307,7 @@ def test_generator_view_iterating_a_subscription_ends_with_the_stream(
     with signals.client_connected.connected_to(lambda *a, **k: connected.set(), app):
         with app.test_client().get("/wrapped", buffered=False) as rv:
             chunks = iter(rv.response)
-            assert next(chunks) == b"retry: 3000\n\n"
+            assert next(chunks) == b"retry: 3000\n"
             assert connected.wait(5)  # the view's own thread has subscribed
             sent = publish(app, events, "a", "hi")
             assert next(chunks) == f"id: {sent.id}\ndata: HI\n\n".encode()

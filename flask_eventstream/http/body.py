@@ -176,10 +176,11 @@ def client_socket() -> t.Any:
 
 def jittered(retry: int | None) -> bytes:
     """A last ``retry:`` hint, between once and twice the usual delay: the
-    clients a stop cuts off come back spread out, not all at once.
+    clients a stop cuts off come back spread out, not all at once. A line
+    with no blank line after it: applied as read, dispatched as nothing.
     """
     base = retry if retry else 3000
-    return f"retry: {random.randint(base, 2 * base)}\n\n".encode()
+    return f"retry: {random.randint(base, 2 * base)}\n".encode()
 
 
 def shut_down_socket(sock: t.Any) -> None:

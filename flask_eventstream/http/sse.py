@@ -38,23 +38,32 @@ class Options:
     app's settings.
     """
 
-    __slots__ = ("heartbeat", "retry")
+    __slots__ = ("heartbeat", "retry", "announce")
 
-    def __init__(self, hub: Hub, heartbeat: float | None, retry: int | None):
+    def __init__(
+        self,
+        hub: Hub,
+        heartbeat: float | None,
+        retry: int | None,
+        announce: bool = True,
+    ):
         settings = hub.settings
         self.heartbeat = heartbeat if heartbeat is not None else settings.heartbeat
         self.retry = retry if retry is not None else settings.retry
+        self.announce = announce
 
     def opening(self, announce: str | None) -> bytes:
-        """The first chunk: ``retry:`` and the id a cursorless client resumes
-        from, as a block with no data (it dispatches nothing); else a comment.
+        """The first chunk. A ``retry:`` line has no blank line of its own:
+        browsers apply it as they read it, and a decoder that dispatches
+        every block (httpx-sse) sees no empty event. A cursorless client
+        also gets the id it resumes from, as a block with no data (a browser
+        dispatches nothing; some decoders an empty message): unless the
+        stream was opened with ``announce=False``. Else a comment.
         """
-        fields = ""
-        if self.retry is not None:
-            fields += f"retry: {self.retry}\n"
-        if announce is not None:
-            fields += f"id: {announce}\n"
-        return (fields + "\n").encode() if fields else HEARTBEAT
+        fields = f"retry: {self.retry}\n" if self.retry is not None else ""
+        if announce is not None and self.announce:
+            return f"{fields}id: {announce}\n\n".encode()
+        return fields.encode() if fields else HEARTBEAT
 
 
 def sse_response(

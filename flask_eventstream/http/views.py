@@ -53,6 +53,7 @@ def stream(
     heartbeat: float | None = None,
     retry: int | None = None,
     headers: t.Mapping[str, str] | None = None,
+    announce: bool = True,
 ) -> t.Callable[[F], F]: ...
 
 
@@ -62,6 +63,7 @@ def stream(
     heartbeat: float | None = None,
     retry: int | None = None,
     headers: t.Mapping[str, str] | None = None,
+    announce: bool = True,
 ) -> F | t.Callable[[F], F]:
     """Serve a view as Server-Sent Events; use bare or with options.
 
@@ -70,6 +72,13 @@ def stream(
     :param retry: the reconnection delay in milliseconds sent to the client
         when the stream opens; default ``EVENTSTREAM_RETRY``.
     :param headers: extra response headers.
+    :param announce: send a client that comes without a cursor the id it
+        would resume from, as an ``id:`` line and a blank line before any
+        event, so that a browser that reconnects before the first event
+        misses nothing. Some decoders (httpx-sse 0.4) turn that block into a
+        message with empty data: ``False`` leaves it out, and such a client
+        that reconnects before the first event starts from the events after
+        it reconnected.
 
     .. versionadded:: 0.1
     """
@@ -81,7 +90,9 @@ def stream(
         @functools.wraps(fn)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
             rv = fn(*args, **kwargs)
-            return respond(rv, heartbeat=heartbeat, retry=retry, headers=headers)
+            return respond(
+                rv, heartbeat=heartbeat, retry=retry, headers=headers, announce=announce
+            )
 
         setattr(wrapper, STREAM_VIEW, True)
         return t.cast(F, wrapper)
@@ -97,12 +108,13 @@ def respond(
     heartbeat: float | None = None,
     retry: int | None = None,
     headers: t.Mapping[str, str] | None = None,
+    announce: bool = True,
 ) -> t.Any:
     """Turn what a :func:`stream` view returned into its response."""
     if isinstance(rv, (BaseResponse, tuple)):
         return rv
     hub = current_hub()
-    options = Options(hub, heartbeat, retry)
+    options = Options(hub, heartbeat, retry, announce)
     transport = request.args.get("transport", "eventsource")
     if transport not in TRANSPORTS:
         raise BadRequest(

@@ -8,14 +8,28 @@
  * transport: "auto" (native EventSource where it exists, else long-polling),
  * "eventsource", "longpoll" or "poll". An "error" event carries `status` (the
  * HTTP status, 0 when there was no answer) and `message` (the server's reason)
- * where there is one; readyState CLOSED means the client gave up for good. Loads as a classic script (defines
- * window.EventStreamClient); eventstream.mjs beside it exports it as a module.
+ * where there is one; readyState CLOSED means the client gave up for good.
+ *
+ * shared: true opens one connection per URL for all the tabs of an origin:
+ * the tab that holds a Web Lock named after the URL connects and passes each
+ * event to the others over a BroadcastChannel; when it closes, another tab
+ * takes the lock and resumes after the last id it saw. Without those APIs
+ * each tab connects on its own. Listeners, lastEventId, readyState and
+ * close() are each tab's own.
+ *
+ * getToken: a function that returns a subscriber token (or a promise of one)
+ * for a stream that needs ?token=: called before connecting, and again when
+ * the server refuses the token (403: expired, or revoked by rotation).
+ *
+ * Loads as a classic script (defines window.EventStreamClient);
+ * eventstream.mjs beside it exports it as a module; eventstream.d.ts types it.
  */
 (function (global) {
   "use strict";
 
   var CONNECTING = 0, OPEN = 1, CLOSED = 2;
   var MAX_BACKOFF = 30000;
+  var SEEN = 1000;  // ids remembered to drop what a handover repeats
 
   function EventStreamClient(url, options) {
     var target = new EventTarget();
@@ -29,6 +43,9 @@
     this.onmessage = null;
     this.onerror = null;
     this._types = {};  // event types forwarded from the native EventSource
+    this._getToken = options.getToken || null;
+    this._token = null;
+    this._refusals = 0;  // 403s in a row with a fresh token
     this._native = null;
     this._abort = null;
     this._timer = null;
@@ -40,7 +57,11 @@
       transport = typeof global.EventSource === "function" ? "eventsource" : "longpoll";
     }
     this.transport = transport;
-    if (transport === "eventsource") {
+    this.shared = !!options.shared && !!(global.navigator && global.navigator.locks) &&
+      typeof global.BroadcastChannel === "function";
+    if (this.shared) {
+      this._startShared();
+    } else if (transport === "eventsource") {
       this._openNative();
     } else {
       this._retry = 3000;
@@ -59,12 +80,22 @@
 
   proto.addEventListener = function (type, listener, options) {
     this._target.addEventListener(type, listener, options);
+    this._listen(type);
+  };
+
+  // Receive events of `type` (a native EventSource needs each type named).
+  proto._listen = function (type) {
     if (this._native) this._forward(type);
+    if (!this.shared || this._listened[type]) return;
+    this._listened[type] = true;
+    if (this._inner) this._inner._listen(type);
+    else if (this.readyState !== CLOSED) this._bus.postMessage({kind: "listen", types: [type]});
   };
   proto.removeEventListener = function (type, listener, options) {
     this._target.removeEventListener(type, listener, options);
   };
   proto.dispatchEvent = function (event) {
+    if (this._tap) return this._tap(event);  // a shared connection's own
     var handler = this["on" + event.type];
     if (typeof handler === "function" && ["open", "message", "error"].indexOf(event.type) >= 0) {
       handler.call(this, event);
@@ -74,19 +105,163 @@
 
   proto.close = function () {
     this.readyState = CLOSED;
+    this._stopped = true;  // by the page: nothing reopens it
+    if (this.shared) {
+      this._bus.close();
+      if (this._inner) this._inner.close();
+      if (this._release) this._release();  // another tab takes over
+      this._inner = this._release = null;
+    }
     if (this._native) this._native.close();
     if (this._abort) this._abort.abort();
     if (this._timer !== null) clearTimeout(this._timer);
     this._timer = null;
   };
 
+  // -- one connection shared by the tabs of an origin ----------------------------
+
+  proto._startShared = function () {
+    var self = this;
+    var name = "eventstream:" + this.url;
+    this._listened = {message: true};  // every type a tab listens to
+    this._seen = [];
+    this._seenKeys = {};
+    this._inner = null;
+    this._release = null;
+    this._bus = new global.BroadcastChannel(name);
+    this._bus.onmessage = function (e) { self._onShared(e.data); };
+    this._bus.postMessage({kind: "hello"});
+    global.navigator.locks.request(name, function () {
+      if (self.readyState === CLOSED) return null;
+      // Held until this tab closes, or close() resolves it.
+      return new Promise(function (release) {
+        self._release = release;
+        self._lead();
+      });
+    });
+  };
+
+  // This tab holds the connection: resume after the last id it saw, and
+  // pass on every event and state change.
+  proto._lead = function () {
+    var self = this;
+    var url = new URL(this.url);
+    if (this.lastEventId) url.searchParams.set("lastEventId", this.lastEventId);
+    var inner = new EventStreamClient(url.href, {
+      transport: this.transport, withCredentials: this.withCredentials,
+      getToken: this._getToken,
+    });
+    this._inner = inner;
+    inner._tap = function (event) {
+      var item = event.type === "open" || event.type === "error"
+        ? {kind: "state", type: event.type, readyState: inner.readyState,
+           status: event.status, message: event.message}
+        : {kind: "event", type: event.type, data: event.data, id: event.lastEventId};
+      if (item.kind === "event" && !self._fresh(item)) return true;
+      self._bus.postMessage(item);
+      self._onShared(item, true);
+      return true;
+    };
+    Object.keys(this._listened).forEach(function (type) { inner._listen(type); });
+    this._bus.postMessage({kind: "leader"});
+  };
+
+  proto._onShared = function (message, own) {
+    if (this.readyState === CLOSED && message.kind !== "state") return;
+    if (message.kind === "event") {
+      if (!own && !this._fresh(message)) return;
+      if (message.id) this.lastEventId = message.id;
+      this.dispatchEvent(new MessageEvent(message.type, {
+        data: message.data, lastEventId: message.id, origin: new URL(this.url).origin,
+      }));
+    } else if (message.kind === "state") {
+      if (this.readyState === CLOSED) return;
+      var was = this.readyState;
+      this.readyState = message.readyState;
+      if (message.type === "open" && was === OPEN) return;  // told again
+      var event = new Event(message.type);
+      if (message.type === "error") {
+        event.status = message.status;
+        event.message = message.message;
+      }
+      this.dispatchEvent(event);
+    } else if (message.kind === "listen") {
+      for (var i = 0; i < message.types.length; i++) {
+        this._listened[message.types[i]] = true;
+        if (this._inner) this._inner._listen(message.types[i]);
+      }
+    } else if (message.kind === "leader" || message.kind === "hello") {
+      // Every tab knows every type, so whichever leads next forwards them.
+      this._bus.postMessage({kind: "listen", types: Object.keys(this._listened)});
+      if (message.kind === "hello" && this._inner && this._inner.readyState === OPEN) {
+        this._bus.postMessage({kind: "state", type: "open", readyState: OPEN});
+      }
+    }
+  };
+
+  // Whether an event was not seen yet: at a handover the new connection may
+  // repeat what the old one passed on. Events without an id pass.
+  proto._fresh = function (item) {
+    if (!item.id) return true;
+    var key = item.id + "\n" + item.type + "\n" + item.data;
+    if (this._seenKeys[key]) return false;
+    this._seenKeys[key] = true;
+    this._seen.push(key);
+    if (this._seen.length > SEEN) delete this._seenKeys[this._seen.shift()];
+    return true;
+  };
+
   // -- native EventSource ----------------------------------------------------
+
+  // The URL to connect to: with a fresh token where getToken is set, and
+  // the cursor (a new EventSource cannot send Last-Event-ID itself).
+  proto._connectUrl = function (fresh) {
+    var self = this;
+    var url = new URL(this.url);
+    if (this.lastEventId) url.searchParams.set("lastEventId", this.lastEventId);
+    if (!this._getToken) return Promise.resolve(url);
+    var token = fresh || this._token === null
+      ? Promise.resolve(this._getToken()).then(function (t) { return (self._token = t); })
+      : Promise.resolve(this._token);
+    return token.then(function (t) {
+      url.searchParams.set("token", t);
+      return url;
+    });
+  };
+
+  // A 403 with a token: get a new one and connect again (not twice in a
+  // row: a token the server refuses at once is not going to change).
+  proto._renew = function (status) {
+    if (status !== 403 || !this._getToken || this._stopped) return false;
+    if (this._refusals++ > 0) return false;
+    this.readyState = CONNECTING;
+    this._token = null;
+    if (this.transport === "eventsource") this._openNative();
+    else this._schedule(0);
+    return true;
+  };
 
   proto._openNative = function () {
     var self = this;
-    var source = new global.EventSource(this.url, {withCredentials: this.withCredentials});
+    if (this._getToken) {
+      this._connectUrl(false).then(function (url) {
+        if (self.readyState !== CLOSED) self._openNativeAt(url.href);
+      }, function () { self._fail(0, "getToken failed"); });
+      return;
+    }
+    this._openNativeAt(this.url);
+  };
+
+  proto._openNativeAt = function (href) {
+    var self = this;
+    if (this._native) this._native.close();
+    var types = Object.keys(this._types);  // forwarded from the one before
+    this._types = {};
+    var source = new global.EventSource(href, {withCredentials: this.withCredentials});
     this._native = source;
+    types.forEach(function (type) { self._forward(type); });
     source.onopen = function () {
+      self._refusals = 0;
       self.readyState = OPEN;
       self.dispatchEvent(new Event("open"));
     };
@@ -115,7 +290,7 @@
   proto._probe = function () {
     var self = this;
     var abort = new AbortController();
-    fetch(this.url, {
+    fetch(this._native ? this._native.url : this.url, {
       credentials: this.withCredentials ? "include" : "same-origin",
       headers: {Accept: "text/event-stream"},
       cache: "no-store",
@@ -126,6 +301,7 @@
         self._fail(response.status, "");
         return;
       }
+      if (self._renew(response.status)) return;
       return readMessage(response).then(function (message) {
         self._fail(response.status, message);
       });
@@ -175,9 +351,14 @@
   proto._poll = function () {
     var self = this;
     if (this.readyState === CLOSED) return;
-    var url = new URL(this.url);
+    this._connectUrl(false).then(function (url) {
+      if (self.readyState !== CLOSED) self._pollAt(url);
+    }, function () { self._fail(0, "getToken failed"); });
+  };
+
+  proto._pollAt = function (url) {
+    var self = this;
     url.searchParams.set("transport", this.transport);
-    if (this.lastEventId) url.searchParams.set("lastEventId", this.lastEventId);
     var abort = new AbortController();
     this._abort = abort;
     fetch(url.href, {
@@ -186,6 +367,7 @@
       cache: "no-store",
       signal: abort.signal,
     }).then(function (response) {
+      if (response.status === 403 && self._renew(403)) return null;
       if (response.status === 204 || (response.status >= 400 && response.status < 500)) {
         // As EventSource does: a refusal is final.
         self.readyState = CLOSED;
@@ -209,6 +391,7 @@
     }).then(function (answer) {
       if (answer === null || self.readyState === CLOSED) return;
       self._failures = 0;
+      self._refusals = 0;
       if (typeof answer.retry === "number") self._retry = answer.retry;
       var origin = url.origin;
       for (var i = 0; i < answer.events.length && self.readyState !== CLOSED; i++) {
