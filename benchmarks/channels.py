@@ -1,0 +1,160 @@
+"""Many channels per worker: publish-to-delivery latency and the worker's CPU
+per event, with 10, 1,000 and 10,000 channels in one worker (one subscriber
+each), events published on a few of them. Redis backend, one gunicorn gevent
+worker, the publisher in this process (as a task worker would be).
+
+Usage: python benchmarks/channels.py [--counts 10,1000,10000] [--events 500]
+    [--rate 100] [--hot 4]
+
+The Redis listener's one ``XREAD`` names every channel its worker listens
+to; this measures what that costs as the count grows. Each event's data is
+the publisher's clock in nanoseconds; the reader notes when its bytes come.
+CPU is the worker's user + system time (``/proc/<pid>/stat``) over the
+publishing, divided by the events (idle heartbeats included, as in life).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import selectors
+import socket
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+from conftest import RedisServer  # noqa: E402
+from conftest import Server  # noqa: E402
+
+DATA = re.compile(rb"data: (\d+)\n")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def open_streams(port: int, count: int) -> list[socket.socket]:
+    """``count`` streams, each on a channel of its own, heads read."""
+    socks = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        request = f"GET /stream/ch-{n} HTTP/1.0\r\nHost: bench\r\n\r\n"
+        sock.sendall(request.encode())
+        got = b""
+        while b"\r\n\r\n" not in got:  # the head: the stream is live
+            got += sock.recv(4096)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def measure(
+    port: int, pid: int, count: int, args: argparse.Namespace
+) -> dict[str, t.Any]:
+    from serverapp import app
+    from serverapp import events
+
+    socks = open_streams(port, count)
+    hot = [socks[n] for n in range(min(args.hot, count))]
+    selector = selectors.DefaultSelector()
+    for sock in hot:
+        selector.register(sock, selectors.EVENT_READ, bytearray())
+    latencies: list[float] = []
+    expected = args.events
+    cpu_before = cpu_seconds(pid)
+    started = time.monotonic()
+    with app.app_context():
+        for n in range(args.events):
+            events.publish(f"ch-{n % len(hot)}", str(time.time_ns()))
+            deadline = started + (n + 1) / args.rate
+            while (wait := deadline - time.monotonic()) > 0:
+                for key, _ in selector.select(wait):
+                    read(key, latencies)
+        end = time.monotonic() + 10
+        while len(latencies) < expected and time.monotonic() < end:
+            for key, _ in selector.select(0.1):
+                read(key, latencies)
+    cpu = cpu_seconds(pid) - cpu_before
+    for sock in socks:
+        sock.close()
+    ordered = sorted(latencies)
+    return {
+        "channels": count,
+        "deliveries": len(ordered),
+        "lost": expected - len(ordered),
+        "p50_ms": ordered[len(ordered) // 2],
+        "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "cpu_us_per_event": cpu / args.events * 1e6,
+    }
+
+
+def read(key: selectors.SelectorKey, latencies: list[float]) -> None:
+    buffer: bytearray = key.data
+    try:
+        chunk = key.fileobj.recv(65536)  # type: ignore[union-attr]
+    except BlockingIOError:
+        return
+    now = time.time_ns()
+    buffer += chunk
+    cut = buffer.rfind(b"\n\n")
+    if cut >= 0:
+        found = DATA.findall(buffer[: cut + 1])
+        latencies.extend((now - int(sent)) / 1e6 for sent in found)
+        del buffer[: cut + 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--counts", default="10,1000,10000")
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=100)
+    parser.add_argument("--hot", type=int, default=4, help="channels published to")
+    args = parser.parse_args()
+    redis = RedisServer().start()
+    rows = []
+    try:
+        os.environ["FLASK_EVENTSTREAM_BACKEND"] = redis.url
+        for count in (int(c) for c in args.counts.split(",")):
+            config = {"BACKEND": redis.url, "HEARTBEAT": 15}
+            server = Server(
+                "gevent",
+                workers=1,
+                config=config,
+                extra=["--worker-connections", str(count + 100)],
+            ).start()
+            try:
+                health = httpx.get(server.url + "/health", timeout=5)
+                pid = int(health.headers["X-Worker-Pid"])
+                rows.append(measure(server.port, pid, count, args))
+                print(rows[-1], flush=True)
+            finally:
+                server.stop()
+    finally:
+        redis.stop()
+    base = rows[0]
+    print(f"\n{args.events} events at {args.rate:g}/s on {args.hot} channels")
+    print(
+        "| channels in the worker | p50 ms | p99 ms | p99 vs first"
+        " | worker CPU µs/event | vs first | lost |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['channels']:,} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f}"
+            f" | {row['p99_ms'] / base['p99_ms']:.2f}x | {row['cpu_us_per_event']:.0f}"
+            f" | {row['cpu_us_per_event'] / base['cpu_us_per_event']:.2f}x"
+            f" | {row['lost']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
