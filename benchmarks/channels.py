@@ -26,12 +26,15 @@ import typing as t
 from pathlib import Path
 
 import httpx
+from flask import Flask
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from conftest import RedisServer  # noqa: E402
 from conftest import Server  # noqa: E402
+
+from flask_eventstream import EventStream  # noqa: E402
 
 DATA = re.compile(rb"data: (\d+)\n")
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -58,11 +61,13 @@ def open_streams(port: int, count: int) -> list[socket.socket]:
 
 
 def measure(
-    port: int, pid: int, count: int, args: argparse.Namespace
+    port: int,
+    pid: int,
+    count: int,
+    args: argparse.Namespace,
+    app: Flask,
+    events: EventStream,
 ) -> dict[str, t.Any]:
-    from serverapp import app
-    from serverapp import events
-
     socks = open_streams(port, count)
     hot = [socks[n] for n in range(min(args.hot, count))]
     selector = selectors.DefaultSelector()
@@ -112,17 +117,20 @@ def read(key: selectors.SelectorKey, latencies: list[float]) -> None:
         del buffer[: cut + 2]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, t.Any]]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", default="10,1000,10000")
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--rate", type=float, default=100)
     parser.add_argument("--hot", type=int, default=4, help="channels published to")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     redis = RedisServer().start()
     rows = []
+    # The publisher: an app of this process on the same Redis.
+    app = Flask("publisher")
+    app.config["EVENTSTREAM_BACKEND"] = redis.url
+    events = EventStream(app)
     try:
-        os.environ["FLASK_EVENTSTREAM_BACKEND"] = redis.url
         for count in (int(c) for c in args.counts.split(",")):
             config = {"BACKEND": redis.url, "HEARTBEAT": 15}
             server = Server(
@@ -134,11 +142,12 @@ def main() -> None:
             try:
                 health = httpx.get(server.url + "/health", timeout=5)
                 pid = int(health.headers["X-Worker-Pid"])
-                rows.append(measure(server.port, pid, count, args))
+                rows.append(measure(server.port, pid, count, args, app, events))
                 print(rows[-1], flush=True)
             finally:
                 server.stop()
     finally:
+        events.hub_for(app).backend.close()
         redis.stop()
     base = rows[0]
     print(f"\n{args.events} events at {args.rate:g}/s on {args.hot} channels")
@@ -154,6 +163,7 @@ def main() -> None:
             f" | {row['cpu_us_per_event'] / base['cpu_us_per_event']:.2f}x"
             f" | {row['lost']} |"
         )
+    return rows
 
 
 if __name__ == "__main__":

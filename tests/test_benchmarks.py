@@ -49,3 +49,19 @@ def test_benchmark_smoke_run() -> None:
     table = run.table(rows)
     # Five servers, then the S4 header and a row for each backend.
     assert table.count("\n| ") == 8, table
+
+
+@pytest.mark.timeout(300)
+def test_channel_count_benchmark_smoke_run() -> None:
+    """``channels.py`` with small counts: every event arrives, figures come."""
+    require("redis-server")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import channels
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = channels.main(["--counts", "10,50", "--events", "40", "--rate", "200"])
+    assert [row["channels"] for row in rows] == [10, 50]
+    for row in rows:
+        assert row["lost"] == 0 and row["deliveries"] == 40, row
+        assert row["p99_ms"] > 0 and row["cpu_us_per_event"] >= 0, row
