@@ -148,12 +148,12 @@ def undecorated(response: BaseResponse) -> BaseResponse:
     Flask serves as ``text/html``) is a mistake the browser only reports as
     a bare ``error``; say how to fix it instead.
     """
-    view = current_app.view_functions.get(request.endpoint or "")
+    # Cheapest tests first: this runs after every request of the app.
     if (
         response.is_streamed
         and response.mimetype != "text/event-stream"
         and "text/event-stream" in request.headers.get("Accept", "")
-        and view is not None
+        and (view := current_app.view_functions.get(request.endpoint or ""))
         and not getattr(view, STREAM_VIEW, False)
     ):
         response.close()
