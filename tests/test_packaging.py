@@ -132,6 +132,8 @@ def test_the_package_builds_without_warnings_and_ships_its_licence(
         names = archive.namelist()
     assert any(name.endswith("licenses/LICENSE") for name in names)
     assert "flask_eventstream/static/eventstream.js" in names
+    assert "flask_eventstream/static/eventstream.d.ts" in names
+    assert "flask_eventstream/static/eventstream.d.mts" in names
     assert "flask_eventstream/py.typed" in names
     (info,) = [name for name in names if name.endswith(".dist-info/METADATA")]
     with zipfile.ZipFile(wheel) as archive:
