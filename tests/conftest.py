@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 import typing as t
+import uuid
 from pathlib import Path
 
 import httpx
@@ -330,3 +331,16 @@ def redis_server() -> t.Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+def on_backend(
+    request: pytest.FixtureRequest, config: dict[str, t.Any] | None = None
+) -> dict[str, t.Any]:
+    """``config`` for a server on the backend a ``params=["memory", "redis"]``
+    fixture names: with Redis, the session's server under a prefix of its own.
+    """
+    config = dict(config or {})
+    if request.param == "redis":
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        config.update(BACKEND=redis.url, REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}:")
+    return config

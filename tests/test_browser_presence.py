@@ -24,7 +24,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server(redis_server: RedisServer) -> t.Iterator[Server]:
-    srv = make_server("redis", redis_server, 3)
+    srv = make_server(redis_server, 3)
     yield srv
     srv.stop()
 

@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from clients import RawStream
+from conftest import on_backend
 from conftest import RedisServer
 from conftest import Server
 from flask import Flask
@@ -106,12 +107,7 @@ def test_memory_history_per_namespace() -> None:
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    config: dict[str, t.Any] = {"NAMESPACES": NAMESPACES}
-    if request.param == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        prefix = f"ns{uuid.uuid4().hex[:6]}:"
-        config.update(BACKEND=redis.url, REDIS_PREFIX=prefix)
-    srv = Server(config=config).start()
+    srv = Server(config=on_backend(request, {"NAMESPACES": NAMESPACES})).start()
     yield srv
     srv.stop()
 

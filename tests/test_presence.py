@@ -16,6 +16,7 @@ import uuid
 import httpx
 import pytest
 from clients import RawStream
+from conftest import on_backend
 from conftest import RedisServer
 from conftest import Server
 from flask import Flask
@@ -31,24 +32,21 @@ HEARTBEAT = 2.0
 NAMESPACES = {"room.": {"presence": True}}
 
 
-def make_server(backend: str, redis: RedisServer | None, workers: int) -> Server:
-    config: dict[str, t.Any] = {
-        "NAMESPACES": NAMESPACES,
-        "HEARTBEAT": HEARTBEAT,
-        "POLL_TIMEOUT": 2,
-    }
-    if backend == "redis":
-        assert redis is not None
-        config.update(BACKEND=redis.url, REDIS_PREFIX=f"pr{uuid.uuid4().hex[:6]}:")
+#: The settings of every presence test's server.
+PRESENCE = {"NAMESPACES": NAMESPACES, "HEARTBEAT": HEARTBEAT, "POLL_TIMEOUT": 2}
+
+
+def make_server(redis: RedisServer, workers: int) -> Server:
+    """A server of ``workers`` on Redis, under a prefix of its own."""
+    prefix = f"pr{uuid.uuid4().hex[:6]}:"
+    config = {**PRESENCE, "BACKEND": redis.url, "REDIS_PREFIX": prefix}
     return Server(config=config, workers=workers).start()
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    redis = (
-        request.getfixturevalue("redis_server") if request.param == "redis" else None
-    )
-    srv = make_server(request.param, redis, 3 if request.param == "redis" else 1)
+    workers = 3 if request.param == "redis" else 1
+    srv = Server(config=on_backend(request, PRESENCE), workers=workers).start()
     yield srv
     srv.stop()
 
@@ -207,7 +205,7 @@ def test_a_returned_name_that_is_not_a_short_str_is_anonymous() -> None:
 def test_a_sigkilled_worker_s_members_leave_within_two_heartbeats(
     redis_server: RedisServer,
 ) -> None:
-    srv = make_server("redis", redis_server, 3)
+    srv = make_server(redis_server, 3)
     room = f"room.{uuid.uuid4().hex[:6]}"
     try:
         victim = tab(srv, room, "erin")

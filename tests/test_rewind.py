@@ -6,12 +6,11 @@ real gunicorn gevent server (and both backends in the backend tests).
 from __future__ import annotations
 
 import typing as t
-import uuid
 
 import httpx
 import pytest
 from clients import RawStream
-from conftest import RedisServer
+from conftest import on_backend
 from conftest import Server
 
 from flask_eventstream.testing import check_delivery
@@ -19,11 +18,7 @@ from flask_eventstream.testing import check_delivery
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    config: dict[str, t.Any] = {}
-    if request.param == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        config = {"BACKEND": redis.url, "REDIS_PREFIX": f"rw{uuid.uuid4().hex[:6]}:"}
-    srv = Server(config=config).start()
+    srv = Server(config=on_backend(request)).start()
     yield srv
     srv.stop()
 
