@@ -45,6 +45,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def ratio(value: float, base: float) -> str:
+    # CPU time comes in clock ticks (10 ms): a short run can read zero.
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
 def open_streams(port: int, count: int) -> list[socket.socket]:
     """``count`` streams, each on a channel of its own, heads read."""
     socks = []
@@ -159,8 +164,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, t.Any]]:
     for row in rows:
         print(
             f"| {row['channels']:,} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f}"
-            f" | {row['p99_ms'] / base['p99_ms']:.2f}x | {row['cpu_us_per_event']:.0f}"
-            f" | {row['cpu_us_per_event'] / base['cpu_us_per_event']:.2f}x"
+            f" | {ratio(row['p99_ms'], base['p99_ms'])} | {row['cpu_us_per_event']:.0f}"
+            f" | {ratio(row['cpu_us_per_event'], base['cpu_us_per_event'])}"
             f" | {row['lost']} |"
         )
     return rows
