@@ -274,8 +274,10 @@ def publish(app: Flask, events: EventStream, channel: str, data: str) -> Event:
 class RedisServer:
     """A real redis-server on a free port, without persistence."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         self.executable = require("redis-server")
+        #: More command-line arguments (a config file first, if any).
+        self.args = list(args)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -288,6 +290,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 self.executable,
+                *self.args,
                 "--port",
                 str(self.port),
                 "--bind",

@@ -106,7 +106,9 @@ def test_a_worker_that_lags_past_the_trimmed_history_is_loud(
 ) -> None:
     """The worker's event loop stops (SIGSTOP: as a blocking request, a
     partition or its reconnect back-off would) while another process
-    publishes five times the history: its client must not jump silently.
+    publishes five times the history, and Redis drops the worker's pub/sub
+    connection (as it does when a client's buffer passes
+    ``client-output-buffer-limit``): its client must not jump silently.
     """
     server = Server(config=redis_config(redis_server, HISTORY=100)).start()
     try:
@@ -117,6 +119,7 @@ def test_a_worker_that_lags_past_the_trimmed_history_is_loud(
         os.kill(int(pid), signal.SIGSTOP)
         try:
             ids = publish_elsewhere(server, "lag", 500)
+            assert redis_server.client().client_kill_filter(_type="pubsub") >= 1
         finally:
             os.kill(int(pid), signal.SIGCONT)
         wait_for_reset(follower)
@@ -125,6 +128,38 @@ def test_a_worker_that_lags_past_the_trimmed_history_is_loud(
         check_delivery(first + ids + end, got)
         assert [r["reason"] for r in resets(got)] == ["expired"]
         assert server.stats()["counters"]["gaps"] >= 1
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("count", "dropped"),
+    [(500, False), (50, True)],
+    ids=["buffered-by-redis", "read-from-history"],
+)
+def test_a_worker_that_lags_within_what_redis_keeps_loses_nothing(
+    redis_server: RedisServer, count: int, dropped: bool
+) -> None:
+    """As above, but what the stopped worker missed is still kept: in its
+    pub/sub buffer (more than the history holds), or, when Redis dropped
+    the connection, in the history. Its client gets every event, no reset.
+    """
+    server = Server(config=redis_config(redis_server, HISTORY=100)).start()
+    try:
+        follower = Follower(server.url, "/stream/buffered", 0, until=is_end)
+        assert follower.ready.wait(20)
+        (pid,) = set(follower.pids)
+        first = server.publish("buffered", "before")
+        os.kill(int(pid), signal.SIGSTOP)
+        try:
+            ids = publish_elsewhere(server, "buffered", count)
+            if dropped:
+                assert redis_server.client().client_kill_filter(_type="pubsub") >= 1
+        finally:
+            os.kill(int(pid), signal.SIGCONT)
+        end = server.publish("buffered", "end")
+        got = follower.wait(30)
+        assert [e.id for e in got] == first + ids + end
     finally:
         server.stop()
 
@@ -361,10 +396,8 @@ def test_lagging_clients_under_load_stay_lossless_or_loud(
             ids += publish_elsewhere(server, "burst", 1000)
         finally:
             stalled.join()
-        # Clients of the stalled worker were told; the others never were.
-        told = [f for f in followers if f.pids[0] == pids[0]]
-        for follower in told:
-            wait_for_reset(follower)
+        # The stalled worker's clients get every event (Redis buffered its
+        # pub/sub messages) or a reset; the others get every event.
         ids += server.publish("burst", "end")
         for follower in followers:
             check_delivery(ids, follower.wait(30))

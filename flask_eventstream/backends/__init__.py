@@ -1,7 +1,8 @@
 """Backends store events with ids and history and bring them to every worker.
 
 ``EVENTSTREAM_BACKEND`` chooses one: ``"memory"`` (one process) or a Redis URL
-(``redis://``, ``rediss://``, ``unix://``) for many workers and hosts.
+(``redis://``, ``rediss://``, ``unix://``, or ``redis+sentinel://`` for a
+primary that Redis Sentinel names) for many workers and hosts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = [
     "create_backend",
 ]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 
 
 def create_backend(

@@ -1,11 +1,12 @@
 """The Redis backend: history in Redis Streams, one listener per worker.
 
 Each channel is a stream, ``{prefix}stream:{channel}``, trimmed to about
-``EVENTSTREAM_HISTORY`` entries (:mod:`.store`); each worker reads the
-streams its clients subscribe to with one blocking ``XREAD``
-(:mod:`.listener`). A worker holds a constant number of connections, whatever
-its client count: one for its listener and a small bounded pool for
-publishing and replay.
+``EVENTSTREAM_HISTORY`` entries (:mod:`.store`) and published as it is
+stored; each worker subscribes to the channels its clients listen to
+(:mod:`.listener`), and reads the streams only to catch up after a lost
+connection. :mod:`.connect` follows a Sentinel-named primary. A worker holds
+a constant number of connections, whatever its client count: one for its
+listener and a small bounded pool for publishing and replay.
 """
 
 from __future__ import annotations

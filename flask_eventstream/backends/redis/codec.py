@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing as t
+
 from ...ids import format_id
 from ...ids import Key
 from ...ids import parse_key
@@ -31,3 +33,19 @@ def record_of(
     )
     # Entries stored by earlier versions name no previous entry.
     return Record(channel, key, stored, key_of(prev) if prev is not None else None)
+
+
+class Entry(t.NamedTuple):
+    """A stored event as the listener receives it."""
+
+    stream: bytes
+    record: Record
+
+
+def parse_message(stream: bytes, channel: str, payload: bytes) -> tuple[Entry, str]:
+    """Read a message of the append script: the entry and its store's epoch."""
+    raw_id, raw_prev, raw_epoch, type_, data = payload.split(b"\n", 4)
+    key = key_of(raw_id)
+    epoch = raw_epoch.decode()
+    event = Event(data.decode(), type_.decode() or None, format_id(key, epoch))
+    return Entry(stream, Record(channel, key, event, key_of(raw_prev))), epoch

@@ -1,14 +1,20 @@
-"""What a read of a channel's stored history may have missed: entries trimmed
-or expired after the client's cursor. In doubt, a reset; never a silent gap.
+"""Reading stored history: what a client's cursor may have missed (entries
+trimmed or expired after it; in doubt, a reset, never a silent gap), and what
+a listener missed while its connection was down.
 """
 
 from __future__ import annotations
 
 import typing as t
 
+import redis
+
 from ...ids import CursorProblem
+from ...ids import format_key
 from ...ids import Key
+from .codec import Entry
 from .codec import key_of
+from .codec import record_of
 
 
 def check_kept(
@@ -41,3 +47,39 @@ def check_kept(
             f"Events of channel {channel!r} after the cursor are no"
             " longer kept (EVENTSTREAM_HISTORY or EVENTSTREAM_HISTORY_TTL).",
         )
+
+
+def read_after(
+    client: redis.Redis,
+    epoch_key: str,
+    cursors: dict[bytes, Key],
+    channels: t.Mapping[bytes, str],
+    count: int,
+) -> tuple[str, list[Entry], Key | None]:
+    """Read the entries of each stream after its cursor, at most ``count``
+    of each, in one transaction: the store's epoch, the entries in id order,
+    and the horizon (``None`` if every stream was read to its end).
+    """
+    with client.pipeline(transaction=True) as pipe:
+        pipe.get(epoch_key)
+        for key, cursor in cursors.items():
+            pipe.xrange(key, min="(" + format_key(cursor), count=count)
+        raw_epoch, *replies = pipe.execute()
+    epoch = raw_epoch.decode() if raw_epoch is not None else ""
+    entries = []
+    horizon: Key | None = None
+    for key, found in zip(cursors, replies, strict=True):
+        channel = channels.get(key)
+        if channel is None or not found:
+            continue
+        if len(found) >= count:
+            last = key_of(found[-1][0])
+            horizon = last if horizon is None else min(horizon, last)
+        for id, fields in found:
+            entries.append(Entry(key, record_of(channel, id, fields, epoch)))
+    entries.sort(key=lambda entry: entry.record.key)
+    if horizon is not None:
+        # Entries of other streams past a cut one wait for the next read,
+        # so events reach subscribers in id order.
+        entries = [entry for entry in entries if entry.record.key <= horizon]
+    return epoch, entries, horizon

@@ -1,13 +1,11 @@
-"""One listener per worker: a blocking ``XREAD`` over the streams its clients
-subscribe to, handed to the worker in runs, in id order.
+"""One listener per worker: a pub/sub connection subscribed to the channels
+its clients listen to, handing their events to the worker in runs, in id
+order.
 
-It never skips silently. Each entry names the one before it on its channel:
-an entry whose predecessor the listener has not read means entries were
-trimmed while it lagged (a blocked worker, a partition, its own reconnect
-back-off), and that channel's local streams end (their clients resume from
-history, or get a reset). A gap in the control stream may have lost a
-revocation: every local stream ends, so every client passes ``authorize``
-again. A new store epoch (Redis emptied or restarted) ends them all too.
+The append script publishes each entry as it stores it, so a listener costs
+nothing per channel it listens to, only per event it receives: a worker with
+10,000 quiet channels reads no more than one with ten. While the connection
+lives, no message is missed; what it does when it breaks is :mod:`.recovery`.
 
 The listener is supervised: an error reading Redis is retried with a capped
 back-off, and an error anywhere else (a bug, or whatever the worker's
@@ -28,33 +26,33 @@ import redis
 
 from ...errors import BackendUnavailable
 from ...ids import Cursor
-from ...ids import format_key
 from ...ids import Key
-from ...ids import Record
 from ...ids import Run
-from .codec import key_of
-from .codec import record_of
+from .codec import Entry
+from .codec import parse_message
+from .recovery import COUNT
+from .recovery import Recovery
 
 logger = logging.getLogger("flask_eventstream")
 
-#: How long one ``XREAD`` blocks; a new channel also wakes it at once.
-BLOCK_MS = 5000
-#: Most entries read per stream per ``XREAD``.
-COUNT = 1000
+#: Seconds without a message before the listener checks the store's epoch and
+#: that its connection still answers (a PING).
+IDLE = 5.0
 MAX_BACKOFF = 5.0
-#: Longest wait for another subscription to set up a channel's listening.
+#: Longest wait for Redis to confirm a subscription.
 SETUP_TIMEOUT = 10.0
 
 
-class Listener:
-    """Reads the streams of this worker's channels and the control stream.
+class Listener(Recovery):
+    """Receives the events of this worker's channels and control messages.
 
-    :param url: the Redis URL; the listener holds one connection of its own.
-    :param client: the backend's pooled client, for ``CLIENT UNBLOCK``.
+    :param connection: the listener's own connection, not yet connected.
+    :param client: the backend's pooled client, for catch-up reads.
     :param control: the control stream's key.
-    :param epoch_key: the key of the store's epoch.
-    :param head: returns the newest id assigned (where a new channel's
-        reading starts).
+    :param keys: the store's last-id and epoch keys.
+    :param head: returns the newest id assigned.
+    :param renew: called with the epoch and the newest key this listener saw
+        when the store's newest key is below it: returns the epoch after.
     :param deliver: called with each run of a channel's events.
     :param revoke: called with the channel of each control entry.
     :param lost: called with a channel (``None``: every channel) whose
@@ -63,146 +61,126 @@ class Listener:
 
     def __init__(
         self,
-        url: str,
+        connection: redis.Connection,
         client: redis.Redis,
         control: bytes,
-        epoch_key: str,
+        keys: tuple[str, str],
         head: t.Callable[[], Cursor],
+        renew: t.Callable[[str, Key], str],
         deliver: t.Callable[[Run], None],
         revoke: t.Callable[[str], None],
         lost: t.Callable[[str | None, str], None],
     ) -> None:
-        self.url = url
+        self.connection = connection
         self.client = client
         self.control = control
-        self.epoch_key = epoch_key
+        self.last_key, self.epoch_key = keys
         self.head = head
+        self.renew = renew
         self.deliver = deliver
         self.revoke = revoke
         self.lost = lost
         #: The store's epoch, as the listener last read it.
         self.epoch: str | None = None
+        #: The newest key received: a store whose newest is below lost writes.
+        self.seen: Key = (0, 0)
         self.lock = threading.Lock()
-        #: stream key -> the id after which the listener reads it
-        self.cursors: dict[bytes, bytes] = {}
+        #: Sends on the connection (subscriptions come from request threads).
+        self.sending = threading.Lock()
+        self.connected = False
+        #: stream key -> channel, for every stream subscribed or to be
         self.channels: dict[bytes, str] = {}
-        #: stream key -> set once its cursor is in place (see listen)
-        self.starting: dict[bytes, threading.Event] = {}
+        #: stream key -> the key after which its events reach the worker
+        self.cursors: dict[bytes, Key] = {}
+        #: stream key -> set when Redis confirms the subscription
+        self.confirmed: dict[bytes, threading.Event] = {}
         self.thread: threading.Thread | None = None
-        self.client_id: int | None = None
         self.stopped = False
-        self.wake = threading.Event()
-        #: A CLIENT UNBLOCK is on its way: the next XREAD will include every
-        #: stream added before it.
-        self.unblocking = False
+        #: Connection attempts failed in a row.
+        self.failures = 0
 
     def cursor(self, key: bytes) -> Cursor | None:
-        """Where the listener reads stream ``key`` from, if it reads it."""
+        """Where this worker's live events of stream ``key`` begin, if known."""
         with self.lock:
             cursor = self.cursors.get(key)
             epoch = self.epoch
         if cursor is None or epoch is None:
             return None
-        return Cursor(key_of(cursor), epoch)
+        return Cursor(cursor, epoch)
 
     def listen(self, key: bytes, channel: str) -> None:
-        """Read stream ``key`` (of ``channel``) from a point no later than
+        """Receive stream ``key`` (of ``channel``) from a point no later than
         now: see :meth:`RedisBackend.listen`.
         """
         with self.lock:
             if key in self.cursors:
                 return
-            ready = self.starting.get(key)
+            ready = self.confirmed.get(key)
             owner = ready is None
             if ready is None:
-                ready = self.starting[key] = threading.Event()
-        if not owner:
-            ready.wait(SETUP_TIMEOUT)
-            if key not in self.cursors:
-                raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
-            return
-        try:
+                ready = self.confirmed[key] = threading.Event()
+                self.channels[key] = channel
+                self.channels.setdefault(self.control, "")
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self.run, name="eventstream-listener", daemon=True
+                )
+                self.thread.start()
+        if owner:
+            self.send("SUBSCRIBE", key)  # else the next connect subscribes it
+        # Whatever is published once Redis confirms reaches this worker.
+        timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
+        if not ready.wait(timeout) or key not in self.channels:
+            raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
+        if owner:
             head = self.head()
-            start = format_key(head.key).encode()
             with self.lock:
                 if self.epoch is None:
                     self.epoch = head.epoch
-                self.cursors.setdefault(key, start)
-                self.cursors.setdefault(self.control, start)
-                self.channels[key] = channel
-                if self.thread is None:
-                    self.thread = threading.Thread(
-                        target=self.run, name="eventstream-listener", daemon=True
-                    )
-                    self.thread.start()
-        finally:
-            with self.lock:
-                self.starting.pop(key, None)
-            ready.set()
-        self.wake.set()
-        client_id = self.client_id
-        if client_id is not None and not self.unblocking:
-            # It may block in XREAD without this stream: wake it now (once for
-            # every channel added meanwhile: clients come in bursts).
-            self.unblocking = True
-            try:
-                self.client.client_unblock(client_id)
-            except redis.RedisError:
-                self.unblocking = False  # it wakes by itself within BLOCK_MS
+                if key in self.channels:
+                    self.cursors.setdefault(key, head.key)
+                # Subscribed with the first channel, and never unsubscribed.
+                self.cursors.setdefault(self.control, head.key)
 
     def unlisten(self, key: bytes) -> None:
         with self.lock:
-            self.cursors.pop(key, None)
             self.channels.pop(key, None)
-            if not self.channels:
-                self.cursors.pop(self.control, None)
+            self.cursors.pop(key, None)
+            self.confirmed.pop(key, None)
+        self.send("UNSUBSCRIBE", key)
+
+    def send(self, *command: t.Any) -> None:
+        """Send on the listener's connection, if it is up (else the next
+        connect subscribes to every channel still wanted).
+        """
+        with self.sending:
+            if not self.connected:
+                return
+            try:
+                self.connection.send_command(*command)
+            except redis.RedisError:
+                pass  # the listener sees the connection fail and reconnects
 
     def stop(self) -> None:
         self.stopped = True
-        self.wake.set()
+        with self.sending:
+            self.connected = False
+            self.connection.disconnect()
 
     def run(self) -> None:
-        """The listener thread: read, deliver, and survive anything."""
-        failures = 0
-        connection: redis.Redis | None = None
+        """The listener thread: receive, deliver, and survive anything."""
         while not self.stopped:
             try:
-                if connection is None:
-                    connection = redis.Redis.from_url(
-                        self.url,
-                        socket_timeout=BLOCK_MS / 1000 + 5,
-                        socket_connect_timeout=2,
-                        single_connection_client=True,
-                    )
-                    self.client_id = connection.client_id()
-                    if failures:
-                        logger.warning("Redis listener reconnected.")
-                    failures = 0
-                with self.lock:
-                    streams: dict[t.Any, t.Any] = dict(self.cursors)
-                    self.unblocking = False
-                if not streams:
-                    self.wake.clear()
-                    self.wake.wait(1.0)
-                    continue
-                # The epoch with every read: a store emptied meanwhile shows
-                # within one BLOCK_MS, whatever ids its new events have.
-                pipe = connection.pipeline(transaction=False)
-                pipe.get(self.epoch_key)
-                pipe.xread(streams, count=COUNT, block=BLOCK_MS)
-                raw_epoch, reply = pipe.execute()
-                epoch = raw_epoch.decode() if raw_epoch is not None else None
-                if epoch != self.epoch:
-                    self.new_epoch(epoch)
-                elif reply:
-                    self.dispatch(reply, epoch)
+                self.connect()
+                self.receive()
             except Exception as error:
-                self.client_id = None
-                if connection is not None:
-                    connection.close()
-                    connection = None
-                delay = min(MAX_BACKOFF, 0.1 * 2**failures)
-                failures += 1
+                with self.sending:
+                    self.connected = False
+                    self.connection.disconnect()
+                if self.stopped:
+                    break
+                delay = min(MAX_BACKOFF, 0.1 * 2**self.failures)
+                self.failures += 1
                 if isinstance(error, redis.RedisError):
                     logger.warning(
                         "Redis listener lost its connection (%s); retrying in %.1fs.",
@@ -214,59 +192,106 @@ class Listener:
                         "Redis listener failed; restarting it in %.1fs.", delay
                     )
                 time.sleep(delay)
-        if connection is not None:
-            connection.close()
+        with self.sending:
+            self.connected = False
+            self.connection.disconnect()
 
-    def new_epoch(self, epoch: str | None) -> None:
-        """The store is not the one the listener read: end every local
-        stream, and read on from the new store's head.
+    def connect(self) -> None:
+        """Subscribe to every stream wanted, then read what was missed while
+        the connection was down (nothing the first time).
         """
-        logger.warning(
-            "The Redis store changed (epoch %r, was %r): it was emptied,"
-            " restarted without persistence or replaced; ending this worker's"
-            " streams so their clients resume or reset.",
-            epoch,
-            self.epoch,
-        )
-        self.lost(None, "epoch")
-        head = self.head()  # names an epoch if the store has none
-        start = format_key(head.key).encode()
-        with self.lock:
-            self.epoch = head.epoch
-            for key in self.cursors:
-                self.cursors[key] = start
-
-    def dispatch(self, reply: t.Any, epoch: str | None) -> None:
-        """Hand one ``XREAD`` reply to the worker, a run at a time."""
-        # Ids are one sequence across streams. When COUNT cut a stream short,
-        # entries of other streams past its last one wait for the next read,
-        # so events reach subscribers in id order.
-        horizon: Key | None = None
-        batch: list[tuple[bytes, Record]] = []
-        for stream_key, entries in reply:
-            if stream_key == self.control:
-                channel: str | None = ""
-            else:
-                channel = self.channels.get(stream_key)
-            if channel is None or not entries:
-                continue
-            if len(entries) >= COUNT:
-                last = key_of(entries[-1][0])
-                horizon = last if horizon is None else min(horizon, last)
-            self.check_follows(stream_key, channel, entries[0][1].get(b"p"))
-            for id, fields in entries:
-                batch.append((stream_key, record_of(channel, id, fields, epoch or "")))
-        batch.sort(key=lambda item: item[1].key)
-        if horizon is not None:
-            batch = [item for item in batch if item[1].key <= horizon]
-        # Consecutive events of one channel go to its clients as one run.
-        for stream_key, items in itertools.groupby(batch, key=operator.itemgetter(0)):
-            records = [record for _, record in items]
+        with self.sending:
+            self.connection.connect()
             with self.lock:
-                if stream_key in self.cursors:
-                    self.cursors[stream_key] = format_key(records[-1].key).encode()
+                keys = list(self.channels)
+            for start in range(0, len(keys), COUNT):
+                self.connection.send_command("SUBSCRIBE", *keys[start : start + COUNT])
+            self.connected = True
+        waiting = set(keys)
+        early: list[t.Any] = []
+        while waiting:
+            reply = self.connection.read_response()
+            if reply[0] == b"subscribe":
+                waiting.discard(reply[1])
+                self.confirm(reply[1])
+            else:
+                early.append(reply)
+        self.catch_up()
+        self.handle(early)
+        if self.failures:
+            logger.warning("Redis listener reconnected to %s.", self.where())
+            self.failures = 0
+
+    def where(self) -> str:
+        return f"{self.connection.host}:{self.connection.port}"
+
+    def confirm(self, key: bytes) -> None:
+        with self.lock:
+            ready = self.confirmed.get(key)
+        if ready is not None:
+            ready.set()
+
+    def receive(self) -> None:
+        """Read messages until the connection fails (or the listener stops)."""
+        connection = self.connection
+        pinged = False
+        while not self.stopped:
+            if not connection.can_read(timeout=IDLE):
+                if pinged:
+                    raise redis.ConnectionError("Redis did not answer a PING.")
+                self.check_store()
+                self.send("PING")
+                pinged = True
+                continue
+            pinged = False
+            replies = [connection.read_response()]
+            while len(replies) < COUNT and connection.can_read(timeout=0):
+                replies.append(connection.read_response())
+            self.handle(replies)
+
+    def handle(self, replies: list[t.Any]) -> None:
+        entries: list[Entry] = []
+        for reply in replies:
+            kind = reply[0]
+            if kind == b"message":
+                channel = self.channels.get(reply[1])
+                if channel is None:
+                    continue  # unsubscribed since
+                entry, epoch = parse_message(reply[1], channel, reply[2])
+                if epoch != self.epoch and self.epoch is not None:
+                    self.dispatch(entries)
+                    entries = []
+                    self.new_epoch(epoch)
+                    continue
+                entries.append(entry)
+            elif kind == b"subscribe":
+                self.confirm(reply[1])
+        self.dispatch(entries)
+
+    def dispatch(self, entries: list[Entry]) -> None:
+        """Hand entries, in id order, to the worker a run at a time."""
+        if not entries:
+            return
+        self.seen = max(self.seen, entries[-1].record.key)
+        # Consecutive events of one channel go to its clients as one run.
+        for stream, items in itertools.groupby(entries, key=operator.itemgetter(0)):
+            with self.lock:
+                cursor = self.cursors.get(stream)
+                records = [
+                    e.record for e in items if cursor is None or e.record.key > cursor
+                ]
+                if not records or stream not in self.channels:
+                    continue  # read twice (around a reconnect), or unsubscribed
+                if cursor is not None:
+                    # Before delivering: a client that joins meanwhile starts
+                    # after these (see RedisBackend.head_for).
+                    self.cursors[stream] = records[-1].key
+            if cursor is not None:
+                # Delivered all the same: a client that read history up to
+                # them since needs them.
+                self.missed(stream, cursor, records[0])
             try:
-                if stream_key == self.control:
+                if stream == self.control:
                     for record in records:
                         self.revoke(record.event.data)
                 else:
@@ -278,29 +303,3 @@ class Listener:
                     len(records),
                     records[0].channel or "(control)",
                 )
-
-    def check_follows(
-        self, stream_key: bytes, channel: str, prev: bytes | None
-    ) -> None:
-        """Call :attr:`lost` if the first entry read from ``stream_key`` does
-        not follow the last one read: entries between were trimmed unread.
-        """
-        with self.lock:
-            cursor = self.cursors.get(stream_key)
-        if prev is None or cursor is None or key_of(prev) <= key_of(cursor):
-            return
-        if stream_key == self.control:
-            logger.warning(
-                "This worker missed control messages (revocations) while it"
-                " lagged; ending all its streams so every client is authorized"
-                " again."
-            )
-            self.lost(None, "control")
-        else:
-            logger.warning(
-                "This worker missed events of %r while it lagged (trimmed"
-                " before it read them); ending its streams so their clients"
-                " resume from history or reset.",
-                channel,
-            )
-            self.lost(channel, "lagged")

@@ -4,10 +4,13 @@ atomic: each runs as one command, so no other client comes between its steps.
 
 #: The Lua script of :meth:`RedisBackend.append`. It assigns the next key of
 #: the shared sequence (milliseconds from Redis's clock, never going back, nor
-#: below ``ARGV[5]``, the newest key the caller knows, when the store was
-#: emptied), names the store's epoch if it has none yet, adds the event under
+#: below ``ARGV[5]``, the newest key the caller knows), names the store's
+#: epoch if it has none yet (or a new one if the store's newest key is below
+#: the newest the caller saw in that epoch, ``ARGV[8]``: it lost writes), adds the event under
 #: it with the key of the channel's previous entry (``p``), trims, and sets
-#: the expiry. It returns the key and the epoch.
+#: the expiry. It publishes the entry on the pub/sub channel named like the
+#: stream, for the listeners (see :func:`.listener.parse_message`): in the
+#: same step, so messages go out in id order. It returns the key and epoch.
 #:
 #: With an idempotency window (``ARGV[7]`` milliseconds, ``KEYS[4]`` the
 #: key's record), an event stored under that key within the window is
@@ -23,8 +26,18 @@ end
 local t = redis.call('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
-local last = redis.call('GET', KEYS[2]) or ARGV[5]
+local stored = redis.call('GET', KEYS[2])
+local last = stored or ARGV[5]
 local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+local kms, kseq = string.match(ARGV[5], '^(%d+)-(%d+)$')
+local epoch = redis.call('GET', KEYS[3])
+if stored and epoch == ARGV[8] and (tonumber(kms) > tonumber(lms) or
+    (kms == lms and tonumber(kseq) > tonumber(lseq))) then
+  -- The caller saw ids the store no longer has: it lost writes (a failover
+  -- to a replica that never got them). A new epoch, and ids above them.
+  epoch = false
+  lms, lseq = kms, kseq
+end
 if lms then
   lms = tonumber(lms)
   if ms <= lms then
@@ -32,7 +45,6 @@ if lms then
     seq = tonumber(lseq) + 1
   end
 end
-local epoch = redis.call('GET', KEYS[3])
 if not epoch then
   epoch = ARGV[6]
   redis.call('SET', KEYS[3], epoch)
@@ -57,6 +69,8 @@ end
 if tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
+redis.call('PUBLISH', KEYS[1],
+           id .. '\\n' .. prev .. '\\n' .. epoch .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
 return {id, epoch}
 """
 
@@ -68,4 +82,24 @@ if not epoch then
   redis.call('SET', KEYS[2], epoch)
 end
 return {redis.call('GET', KEYS[1]) or '0-0', epoch}
+"""
+
+#: The store lost writes that a worker saw (a failover to a replica that
+#: never got them, a restart from an old snapshot): if the epoch is still
+#: ``ARGV[1]`` and the newest key is below ``ARGV[2]``, name a new epoch
+#: (``ARGV[3]``) so every cursor into the old one gets a reset, and keep ids
+#: above what was seen. Returns the epoch now.
+RENEW_SCRIPT = """
+local epoch = redis.call('GET', KEYS[2])
+local last = redis.call('GET', KEYS[1]) or '0-0'
+local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
+local sms, sseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
+lms, lseq, sms, sseq = tonumber(lms), tonumber(lseq), tonumber(sms), tonumber(sseq)
+local behind = lms < sms or (lms == sms and lseq < sseq)
+if epoch == ARGV[1] and behind then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return epoch or ''
 """

@@ -6,9 +6,10 @@ one sequence shared by all channels (kept in ``{prefix}last-id``), so ids are
 ordered and unique across every process and host, and one id is a complete
 cursor for a subscription to several channels.
 
-A worker holds a constant number of connections, whatever its client count:
-one for its listener (a blocking ``XREAD`` over the streams its clients
-subscribe to) and a small bounded pool for publishing and replay.
+Each entry is also published, in the same step, on a pub/sub channel named
+like its stream. A worker holds a constant number of connections, whatever its
+client count: one for its listener (subscribed to the streams its clients
+listen to) and a small bounded pool for publishing and replay.
 """
 
 from __future__ import annotations
@@ -35,17 +36,21 @@ from ..base import Backend
 from ..base import Once
 from .codec import key_of
 from .codec import record_of
+from .connect import Connector
 from .history import check_kept
+from .listener import IDLE
 from .listener import Listener
 from .presence import RedisPresence
 from .scripts import APPEND_SCRIPT
 from .scripts import HEAD_SCRIPT
+from .scripts import RENEW_SCRIPT
 
 
 class RedisBackend(RedisPresence, Backend):
     """History and fan-out through Redis, for many workers and hosts.
 
-    :param url: ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param url: ``redis://``, ``rediss://``, ``unix://`` or
+        ``redis+sentinel://`` URL (see :mod:`.connect`).
     :param history: entries kept per channel (``MAXLEN ~``).
     :param ttl: seconds after its last event that a channel's history expires
         (``EVENTSTREAM_HISTORY_TTL``); ``None`` keeps it.
@@ -72,30 +77,27 @@ class RedisBackend(RedisPresence, Backend):
         # ids from the shared sequence, so a listener that starts reading at
         # the head misses none issued after it.
         self._control = f"{prefix}control".encode()
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=5,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-        )
+        connector = Connector(url)
+        pool = connector.pool(pool_size, timeout=5)
         self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
         self._append = self.redis.register_script(APPEND_SCRIPT)
         self._head = self.redis.register_script(HEAD_SCRIPT)
+        self._renew = self.redis.register_script(RENEW_SCRIPT)
         self._lock = threading.Lock()
         #: The newest key this process has seen: ids stay above it even if
         #: the store is emptied (see APPEND_SCRIPT).
-        self.known: Key = (0, 0)
+        self.known = Cursor((0, 0), "")
         #: The head read that callers of head() are waiting for.
         self._asking: _HeadRead | None = None
         self._head_gate = threading.Lock()
         # Looked up at each call: deliver and revoke are set after this.
         self._listener = Listener(
-            url,
+            connector.connection(socket_timeout=IDLE + 5),
             self.redis,
             self._control,
-            self._epoch_key,
+            (self._last_key, self._epoch_key),
             lambda: self.head(),
+            self._renew_epoch,
             lambda run: self.deliver(run),
             lambda channel: self.revoke(channel),
             lambda channel, reason: self.lost(channel, reason),
@@ -131,13 +133,14 @@ class RedisBackend(RedisPresence, Backend):
                 ttl_ms,
                 event.event or "",
                 event.data,
-                format_key(self.known),
+                format_key(self.known.key),
                 new_epoch(),
                 window_ms,
+                self.known.epoch,
             ],
         )
         cursor = Cursor(key_of(reply[0]), reply[1].decode())
-        self.known = max(self.known, cursor.key)
+        self._saw(cursor)
         if len(reply) == 2:
             return cursor, None
         data, type_ = reply[3].decode(), reply[4].decode()
@@ -193,8 +196,18 @@ class RedisBackend(RedisPresence, Backend):
                 ask.done = True
         if ask.error is not None:
             raise ask.error
-        self.known = max(self.known, ask.cursor.key)
+        self._saw(ask.cursor)
         return ask.cursor
+
+    def _saw(self, cursor: Cursor) -> None:
+        known = self.known
+        if cursor.epoch != known.epoch or cursor.key > known.key:
+            self.known = cursor
+
+    def _renew_epoch(self, epoch: str, seen: Key) -> str:
+        args = [epoch, format_key(seen), new_epoch()]
+        raw = self._renew(keys=[self._last_key, self._epoch_key], args=args)
+        return bytes(raw).decode()
 
     def head_for(self, channels: t.Sequence[str]) -> Cursor:
         # The listener's cursor of a channel is where its live events begin
@@ -302,7 +315,7 @@ class RedisBackend(RedisPresence, Backend):
         self.redis.close()
 
     def stats(self) -> dict[str, t.Any]:
-        return {"backend": "redis", "listening": len(self._listener.cursors)}
+        return {"backend": "redis", "listening": len(self._listener.channels)}
 
     def report(self, worker: str, figures: dict[str, t.Any], ttl: float) -> None:
         key = f"{self.prefix}worker:{worker}"

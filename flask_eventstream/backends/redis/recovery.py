@@ -1,0 +1,134 @@
+"""What the listener does when it may have missed something: it never
+skips silently.
+
+Each message names the entry before it on its channel. When the connection
+breaks (Redis restarted, a failover, the worker too slow for Redis's pub/sub
+buffer), the listener subscribes again and reads what it missed from the
+streams, where an entry whose predecessor it never read means entries were
+trimmed meanwhile: that channel's local streams end (their clients resume
+from history, or get a reset). A gap in the control stream may have lost a
+revocation: every local stream ends, so every client passes ``authorize``
+again. A new store epoch (Redis emptied, or a failover that lost writes this
+worker saw) ends them all too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+
+import redis
+
+from ...ids import Cursor
+from ...ids import format_key
+from ...ids import Key
+from ...ids import Record
+from .codec import Entry
+from .codec import key_of
+from .history import read_after
+
+logger = logging.getLogger("flask_eventstream")
+
+#: Most entries read per stream per catch-up read, and most messages the
+#: listener takes from its connection at once.
+COUNT = 1000
+
+
+class Recovery:
+    """The listener's checks and catch-up; see :class:`.Listener`."""
+
+    client: redis.Redis
+    last_key: str
+    epoch_key: str
+    epoch: str | None
+    seen: Key
+    lock: threading.Lock
+    channels: dict[bytes, str]
+    cursors: dict[bytes, Key]
+    control: bytes
+    head: t.Callable[[], Cursor]
+    renew: t.Callable[[str, Key], str]
+    lost: t.Callable[[str | None, str], None]
+
+    def dispatch(self, entries: list[Entry]) -> None:
+        raise NotImplementedError
+
+    def check_store(self) -> None:
+        """While quiet: a store emptied, or one that lost what this worker
+        saw, shows within :data:`IDLE` seconds.
+        """
+        raw_last, raw_epoch = self.client.mget(self.last_key, self.epoch_key)
+        epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else None
+        if epoch is not None and epoch == self.epoch and key_of(raw_last) < self.seen:
+            epoch = self.renew(epoch, self.seen) or None
+            if epoch != self.epoch:
+                logger.error(
+                    "The Redis store lost events this worker had seen (its"
+                    " newest id is below %s): a failover to a replica that"
+                    " never got them, or a restart from an old snapshot. It has"
+                    " a new epoch now: clients resume with a reset, not a gap.",
+                    format_key(self.seen),
+                )
+        if epoch != self.epoch and self.epoch is not None:
+            self.new_epoch(epoch)
+
+    def catch_up(self) -> None:
+        """Read from the streams what the listener missed, in id order."""
+        while True:
+            with self.lock:
+                cursors = dict(self.cursors)
+            if not cursors:
+                self.check_store()
+                return
+            epoch, entries, horizon = read_after(
+                self.client, self.epoch_key, cursors, self.channels, COUNT
+            )
+            self.check_store()
+            if epoch != self.epoch:
+                return  # check_store started over from the new store's head
+            self.dispatch(entries)
+            if horizon is None:
+                return
+
+    def new_epoch(self, epoch: str | None) -> None:
+        """The store is not the one the listener read: end every local
+        stream, and go on from the new store's head.
+        """
+        logger.warning(
+            "The Redis store changed (epoch %r, was %r): it was emptied,"
+            " restarted without persistence, replaced, or failed over to a"
+            " replica that lacks writes this worker saw; ending this worker's"
+            " streams so their clients resume or reset.",
+            epoch,
+            self.epoch,
+        )
+        self.lost(None, "epoch")
+        head = self.head()  # names an epoch if the store has none
+        with self.lock:
+            self.epoch = head.epoch
+            self.seen = head.key
+            for key in self.cursors:
+                self.cursors[key] = head.key
+
+    def missed(self, stream: bytes, cursor: Key, first: Record) -> None:
+        """Call :attr:`lost` if ``first`` does not follow the last entry the
+        listener read from ``stream``: entries between were trimmed unread.
+        """
+        if first.prev is None or first.prev <= cursor:
+            return
+        if stream == self.control:
+            logger.warning(
+                "This worker missed control messages (revocations) while it"
+                " lagged; ending all its streams so every client is authorized"
+                " again."
+            )
+            self.lost(None, "control")
+        else:
+            logger.warning(
+                "This worker missed events of %r while it lagged (trimmed"
+                " before it read them); ending its streams so their clients"
+                " resume from history or reset.",
+                first.channel,
+            )
+            self.lost(first.channel, "lagged")
