@@ -6,11 +6,12 @@ atomic: each runs as one command, so no other client comes between its steps.
 #: the shared sequence (milliseconds from Redis's clock, never going back, nor
 #: below ``ARGV[5]``, the newest key the caller knows), names the store's
 #: epoch if it has none yet (or a new one if the store's newest key is below
-#: the newest the caller saw in that epoch, ``ARGV[8]``: it lost writes), adds the event under
-#: it with the key of the channel's previous entry (``p``), trims, and sets
-#: the expiry. It publishes the entry on the pub/sub channel named like the
-#: stream, for the listeners (see :func:`.listener.parse_message`): in the
-#: same step, so messages go out in id order. It returns the key and epoch.
+#: the newest the caller saw in that epoch, ``ARGV[8]``: it lost writes),
+#: adds the event under it with the key of the channel's previous entry
+#: (``p``), trims, and sets the expiry. It publishes the entry on the pub/sub
+#: channel named like the stream, for the listeners (see
+#: :func:`.codec.parse_message`): in the same step, so messages go out in id
+#: order. It returns the key and epoch.
 #:
 #: With an idempotency window (``ARGV[7]`` milliseconds, ``KEYS[4]`` the
 #: key's record), an event stored under that key within the window is
@@ -69,8 +70,9 @@ end
 if tonumber(ARGV[2]) > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
+local nl = '\\n'
 redis.call('PUBLISH', KEYS[1],
-           id .. '\\n' .. prev .. '\\n' .. epoch .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[4])
+           id .. nl .. prev .. nl .. epoch .. nl .. ARGV[3] .. nl .. ARGV[4])
 return {id, epoch}
 """
 
