@@ -4,21 +4,25 @@ at the next heartbeat's failed write.
 
 A closed connection makes its socket report a hang-up (Linux's
 ``POLLRDHUP``), or become readable with nothing to read. The poll is
-non-blocking and costs one system call for all the worker's streams.
+non-blocking and costs one system call for all the worker's streams: with
+epoll (Linux), in proportion to the sockets that changed, not to the streams.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import typing as t
 
-try:  # under gevent's monkey-patching: the real poll, called with timeout 0
+try:  # under gevent's monkey-patching: the real ones, called with timeout 0
     from gevent.monkey import get_original
 
     _poll = get_original("select", "poll")
+    _epoll = getattr(select, "epoll", None) and get_original("select", "epoll")
 except ImportError:  # pragma: no cover - without gevent
     _poll = getattr(select, "poll", None)
+    _epoll = getattr(select, "epoll", None)
 
 _RDHUP: int = getattr(select, "POLLRDHUP", 0)
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL | _RDHUP
@@ -32,15 +36,26 @@ class Departures(t.Generic[T]):
     """The sockets of the streams being watched, keyed to their owners."""
 
     def __init__(self) -> None:
-        self._poller = _poll() if _poll is not None else None
+        self._poller: t.Any = None
+        self._pid = 0
         self._owners: dict[int, tuple[T, t.Any]] = {}
         self._fds: dict[T, int] = {}
 
     def add(self, owner: T, sock: t.Any) -> None:
+        if self._pid != os.getpid():
+            # Made in the process that watches: an epoll descriptor made
+            # before a fork would be shared by every worker.
+            self._pid = os.getpid()
+            self._owners.clear()
+            self._fds.clear()
+            factory = _epoll or _poll
+            self._poller = factory() if factory is not None else None
         if self._poller is None or sock is None:
             return
         try:
             fd = sock.fileno()
+            if fd in self._owners:  # reused: its old owner was not discarded
+                self._forget(fd)
             self._poller.register(fd, _MASK)
         except (OSError, ValueError):
             return  # already closed: the stream finds out by itself
@@ -57,7 +72,7 @@ class Departures(t.Generic[T]):
         """Return the owners whose client hung up since the last call; they
         are no longer watched.
         """
-        if self._poller is None or not self._owners:
+        if self._poller is None or not self._owners or self._pid != os.getpid():
             return []
         found: list[T] = []
         for fd, events in self._poller.poll(0):
@@ -78,7 +93,7 @@ class Departures(t.Generic[T]):
         if entry is not None:
             self._fds.pop(entry[0], None)
         try:
-            self._poller.unregister(fd)  # type: ignore[union-attr]
+            self._poller.unregister(fd)
         except (OSError, KeyError):
             pass
 

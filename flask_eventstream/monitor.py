@@ -43,6 +43,8 @@ PERIOD = 0.25
 #: ``flask eventstream stats``), and how long one stays valid.
 REPORT_PERIOD = 2.0
 REPORT_TTL = 10.0
+#: Streams checked between two switches to other work.
+SLICE = 500
 
 
 class Watched(t.Protocol):
@@ -186,7 +188,11 @@ class Monitor:
         lifetime = self.settings.max_lifetime
         send_timeout = self.settings.send_timeout
         wall = time.time()
-        for body in self.bodies.copy():
+        for n, body in enumerate(self.bodies.copy()):
+            if n % SLICE == SLICE - 1:
+                # Thousands of streams: let deliveries run between slices
+                # (under gevent, a switch), not wait for the whole pass.
+                time.sleep(0)
             since = body.writing_since
             if since is not None and now - since > send_timeout:
                 body.abort("stalled")

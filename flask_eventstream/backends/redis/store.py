@@ -4,12 +4,8 @@ Each channel is a stream, ``{prefix}stream:{channel}``, trimmed to about
 ``EVENTSTREAM_HISTORY`` entries. A Lua script assigns every event its id from
 one sequence shared by all channels (kept in ``{prefix}last-id``), so ids are
 ordered and unique across every process and host, and one id is a complete
-cursor for a subscription to several channels.
-
-Each entry is also published, in the same step, on a pub/sub channel named
-like its stream. A worker holds a constant number of connections, whatever its
-client count: one for its listener (subscribed to the streams its clients
-listen to) and a small bounded pool for publishing and replay.
+cursor for a subscription to several channels. The same step publishes the
+entry on a pub/sub channel named like its stream, for the listeners.
 """
 
 from __future__ import annotations

@@ -1,0 +1,153 @@
+"""Many hosts on one Redis: two independent gunicorn masters ("hosts", two
+gevent workers each, ``--reuse-port``), 2,000 streams across them, a
+publisher in a third process, and a rolling restart of one host.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from clients import Crowd
+from clients import Member
+from conftest import RedisServer
+from conftest import Server
+from conftest import TESTS
+from test_lossless import redis_config
+
+from flask_eventstream.testing import check_delivery
+
+pytestmark = pytest.mark.redis
+
+CHANNELS = 20
+RESET = "eventstream-reset"
+
+
+def publish(server: Server, count: int, pause: float) -> list[list[str]]:
+    """Publish ``count`` events on each channel, round robin, from a process
+    of its own; return the ids of each channel's events.
+    """
+    code = (
+        "import time\nfrom serverapp import app, events\n"
+        "with app.app_context():\n"
+        f"    for n in range({count}):\n"
+        f"        for c in range({CHANNELS}):\n"
+        "            print(c, events.publish(f'h{c}', f'e{n}').id, flush=True)\n"
+        f"        time.sleep({pause})\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=server.env,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    ids: list[list[str]] = [[] for _ in range(CHANNELS)]
+    for line in done.stdout.splitlines():
+        channel, id = line.split()
+        ids[int(channel)].append(id)
+    return ids
+
+
+class Commands:
+    """Counts the commands Redis ran, and the workers each publish reaches."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        self.client = redis.client()
+        self.start = self.total()
+
+    def total(self) -> int:
+        stats = self.client.info("commandstats")
+        return sum(int(s["calls"]) for s in stats.values())
+
+    def since(self) -> int:
+        return self.total() - self.start
+
+    def receivers(self, prefix: str) -> int:
+        names = [f"{prefix}stream:h{c}" for c in range(CHANNELS)]
+        counts = self.client.pubsub_numsub(*names)
+        return max(int(count) for _, count in counts)
+
+
+def test_two_hosts_2000_streams_and_a_rolling_restart(
+    redis_server: RedisServer,
+) -> None:
+    config = redis_config(redis_server, RETRY=300)
+    hosts = [
+        Server("gevent", workers=2, config=config, extra=["--reuse-port"]).start()
+        for _ in range(2)
+    ]
+    crowds: list[Crowd] = []
+    #: each crowd's channel ids: what it must receive, from when it joined
+    expected: list[list[list[str]]] = []
+    try:
+        # 200 streams first, then 1,800 more: Redis's work per event must
+        # not change with the clients.
+        per_event = []
+        for size in (100, 900):
+            for host in hosts:
+                paths = [f"/stream/h{n % CHANNELS}" for n in range(size)]
+                crowds.append(Crowd(host.url, paths))
+                expected.append([[] for _ in range(CHANNELS)])
+            for crowd in crowds:
+                crowd.wait_until(
+                    lambda c=crowd: all(m.statuses == [200] for m in c.members)  # type: ignore[misc]
+                )
+            commands = Commands(redis_server)
+            sent = publish(hosts[0], 10, 0)
+            per_event.append(commands.since() / (10 * CHANNELS))
+            receivers = commands.receivers(config["REDIS_PREFIX"])
+            assert receivers == 4, receivers  # one per worker, whatever the clients
+            for ids in expected:
+                for channel, more in zip(ids, sent, strict=True):
+                    channel.extend(more)
+        print(f"Redis commands per event: {per_event[0]:.2f} with 200 streams,"
+              f" {per_event[1]:.2f} with 2,000")  # fmt: skip
+        assert per_event[1] < per_event[0] * 1.5 + 0.5, per_event
+        members = [m for crowd in crowds for m in crowd.members]
+        assert len(members) == 2000
+        on_host_0 = [m for n, c in enumerate(crowds) if n % 2 == 0 for m in c.members]
+        old = {m.pids[-1] for m in on_host_0}
+
+        # Events flow from a third process while host 0 reloads its workers.
+        during: list[list[str]] = []
+        thread = threading.Thread(
+            target=lambda: during.extend(publish(hosts[1], 60, 0.05))
+        )
+        thread.start()
+        assert hosts[0].proc is not None
+        os.kill(hosts[0].proc.pid, signal.SIGHUP)
+        thread.join(120)
+        assert len(during) == CHANNELS
+        end = publish(hosts[1], 1, 0)
+        for ids in expected:
+            for channel, more, last in zip(ids, during, end, strict=True):
+                channel.extend(more + last)
+        for crowd, ids in zip(crowds, expected, strict=True):
+            crowd.wait_until(
+                lambda c=crowd, i=ids: all(  # type: ignore[misc]
+                    m.events and m.events[-1].id == i[channel_of(m)][-1]
+                    for m in c.members
+                ),
+                timeout=60,
+            )
+            for member in crowd.members:
+                check_delivery(ids[channel_of(member)], member.events)
+                assert not [e for e in member.events if e.event == RESET], member.events
+        moved = [m for m in on_host_0 if m.pids[-1] not in old]
+        assert len(moved) == 1000, "every stream of host 0 moved to a new worker"
+    finally:
+        for crowd in crowds:
+            crowd.close()
+        for host in hosts:
+            host.stop()
+
+
+def channel_of(member: Member) -> int:
+    return int(member.path.removeprefix("/stream/h"))
