@@ -13,8 +13,11 @@ one worker and with two.
 
 The peers: sse-starlette on uvicorn and flask-sse on gunicorn's gevent worker
 with Redis, installed into their own virtual environment (``--venv``), and
-nchan in Debian's nginx. ``--smoke`` runs everything with 100 connections
-and a few events: it checks that the programs still work.
+nchan in Debian's nginx. nchan's events, and those of the ``-http`` rows of
+flask-eventstream, are published with one HTTP POST each (16 in flight in
+S2, paced one at a time in S3); the others' from inside the server.
+``--smoke`` runs everything with 100 connections and a few events: it checks
+that the programs still work.
 """
 
 from __future__ import annotations
@@ -262,6 +265,45 @@ class Uvicorn(Target):
     master = False  # one process: uvicorn without --workers
 
 
+#: Requests in flight when events are published by HTTP as fast as the
+#: server takes them (S2); one at a time, paced, for S3.
+IN_FLIGHT = 16
+
+
+def post_each(url: str, count: int, rate: float) -> None:
+    """Publish ``count`` events with one POST each to ``url``, its body the
+    time it is sent (microseconds): :data:`IN_FLIGHT` at once at rate 0,
+    else one at a time at ``rate`` a second.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def send(share: int, pace: float) -> None:
+        with httpx.Client(timeout=30) as client:
+            start = time.monotonic()
+            for n in range(share):
+                if pace:
+                    time.sleep(max(start + n / pace - time.monotonic(), 0))
+                data = str(time.time_ns() // 1000)
+                client.post(url, content=data).raise_for_status()
+
+    if rate:
+        send(count, rate)
+        return
+    shares = [count // IN_FLIGHT + (n < count % IN_FLIGHT) for n in range(IN_FLIGHT)]
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        for done in [pool.submit(send, share, 0) for share in shares]:
+            done.result()
+
+
+class HttpPublish(Target):
+    """flask-eventstream with events published by HTTP, one ``publish`` per
+    request to a view of the app (``POST /event``), as nchan's are.
+    """
+
+    def publish(self, count: int, rate: float) -> None:
+        post_each(self.url + "/event", count, rate)
+
+
 class Nchan(Target):
     """nginx with nchan, one worker process: the C reference. Events are
     published with a POST each to its publisher location, from this process.
@@ -279,12 +321,7 @@ class Nchan(Target):
         self.client.get(self.url + "/ready").raise_for_status()
 
     def publish(self, count: int, rate: float) -> None:
-        start = time.monotonic()
-        for n in range(count):
-            if rate:
-                time.sleep(max(start + n / rate - time.monotonic(), 0))
-            data = str(time.time_ns() // 1000)
-            self.client.post(self.url + "/publish", content=data).raise_for_status()
+        post_each(self.url + "/publish", count, rate)
 
     def stop(self) -> None:
         self.client.close()
@@ -457,7 +494,7 @@ def run(target: Target, smoke: bool, generator: Path) -> dict[str, t.Any]:
                                slack=slack)  # fmt: skip
         row["S3"] = deliveries(generator, target, n, 20 if smoke else 1000, 50,
                                slack=10 if smoke else 30)  # fmt: skip
-        if target.name.startswith("flask-eventstream"):
+        if target.name.startswith("flask-eventstream") and "HTTP" not in target.name:
             row["S4"] = s4(generator, target, smoke)
     finally:
         target.stop()
@@ -519,6 +556,15 @@ def targets(which: list[str], redis_url: str, venv: Path, smoke: bool) -> list[T
             env = {"FLASK_EVENTSTREAM_BACKEND": redis_url, **ours}
             found.append(Target("flask-eventstream, Redis",
                                 gunicorn(sys.executable, APP), env=env))  # fmt: skip
+        elif name.endswith("-http"):
+            env = dict(ours)
+            if name == "redis-http":
+                env["FLASK_EVENTSTREAM_BACKEND"] = redis_url
+            backend = "Redis" if name == "redis-http" else "memory"
+            found.append(HttpPublish(
+                f"flask-eventstream, {backend}, HTTP publish",
+                gunicorn(sys.executable, APP), env=env,
+            ))  # fmt: skip
         elif name == "sse-starlette":
             found.append(Uvicorn(
                 "sse-starlette (uvicorn)",
@@ -534,7 +580,10 @@ def targets(which: list[str], redis_url: str, venv: Path, smoke: bool) -> list[T
     return found
 
 
-SERVERS = ["memory", "redis", "sse-starlette", "flask-sse", "nchan"]
+SERVERS = [
+    "memory", "redis", "memory-http", "redis-http", "sse-starlette", "flask-sse",
+    "nchan",
+]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, t.Any]]:

@@ -7,6 +7,9 @@ writers after each publish, as a publisher in a request greenlet would.
 ``&channel=C`` publishes to C instead of ``bench``; ``&spread=1`` to
 ``C-0``, ``C-1``, ... one event each.
 
+``POST /event`` publishes its body to ``bench``: one publish per request,
+as an application's own publishing view would (``--servers memory-http``).
+
 ``GET /sub/unique`` subscribes each stream to a channel of its own.
 """
 
@@ -50,6 +53,11 @@ def publish() -> object:
         if not rate:
             time.sleep(0)
     return {"published": count, "seconds": time.monotonic() - start}
+
+
+@app.post("/event")
+def event() -> object:
+    return {"id": events.publish("bench", request.get_data(as_text=True)).id}
 
 
 @app.get("/pid")
