@@ -103,6 +103,8 @@ class Publisher:
         self.events = EventStream(self.app)
         self.ids: list[str] = []
         self.errors: list[str] = []
+        #: When the first and the last refused publish happened.
+        self.refused: list[float] = []
 
     def publish(self, channel: str, data: str) -> str | None:
         with self.app.app_context():
@@ -110,6 +112,8 @@ class Publisher:
                 event = self.events.publish(channel, data)
             except PublishError as error:
                 self.errors.append(str(error))
+                now = time.monotonic()
+                self.refused = [self.refused[0] if self.refused else now, now]
                 return None
         assert event.id is not None
         self.ids.append(event.id)
@@ -173,6 +177,10 @@ def test_a_failover_with_clients_attached_loses_nothing_silently(
         thread.join(10)
         assert deployment.primary_port() == deployment.replica.port != old
         assert all("Redis could not store" in error for error in publisher.errors)
+        first, last = publisher.refused
+        print(
+            f"publish refused for {last - first:.1f} s ({len(publisher.errors)} tries)"
+        )
         publisher.until_published("fo", "end")
         for follower in followers:
             got = follower.wait(60)
