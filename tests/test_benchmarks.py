@@ -68,3 +68,19 @@ def test_channel_count_benchmark_smoke_run() -> None:
     for row in rows:
         assert row["lost"] == 0 and row["deliveries"] == 40, row
         assert row["p99_ms"] > 0 and row["cpu_us_per_event"] >= 0, row
+
+
+@pytest.mark.timeout(120)
+def test_capacity_benchmark_smoke_run() -> None:
+    """``capacity.py`` briefly: events are stored, and figures come."""
+    require("redis-server")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import capacity
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    rows = capacity.main(
+        ["--publishers", "1", "--seconds", "0.5", "--listeners", "0,1"]
+    )
+    assert [row["listeners"] for row in rows] == [0, 1]
+    assert all(row["events_per_s"] > 0 for row in rows), rows

@@ -38,10 +38,7 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     """Answer a poll (at once) or a long-poll (when an event comes)."""
     hub = sub.hub
     timeout = _timeout(hub.settings.poll_timeout) if longpoll else 0.0
-    # A client that polls is present until one poll timeout after this
-    # answer (a long-poll's answer comes within its timeout).
-    sub.present = False
-    hub.presence.lease(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
+    sub.present = False  # counted by the lease below, not by the stream's way
     try:
         # Read no more than one answer holds.
         limit = hub.settings.poll_batch
@@ -53,6 +50,10 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
         unavailable = ServiceUnavailable(f"Events cannot be read now: {error}")
         unavailable.retry_after = 2
         raise unavailable from None
+    # A client that polls is present until one poll timeout after this
+    # answer (a long-poll's answer comes within its timeout). Taken after
+    # the read, as a stream's: the client's position is before its own join.
+    hub.presence.lease(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
     if longpoll:
         gen = _longpoll_body(sub, options, timeout, records, announce)
         waiting = Body(

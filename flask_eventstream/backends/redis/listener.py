@@ -112,22 +112,25 @@ class Listener(Recovery):
         """Receive stream ``key`` (of ``channel``) from a point no later than
         now: see :meth:`RedisBackend.listen`.
         """
-        with self.lock:
-            if key in self.cursors:
-                return
-            ready = self.confirmed.get(key)
-            owner = ready is None
-            if ready is None:
-                ready = self.confirmed[key] = threading.Event()
-                self.channels[key] = channel
-                self.channels.setdefault(self.control, "")
-            if self.thread is None:
-                self.thread = threading.Thread(
-                    target=self.run, name="eventstream-listener", daemon=True
-                )
-                self.thread.start()
-        if owner:
-            self.send("SUBSCRIBE", key)  # else the next connect subscribes it
+        # What Redis is told changes with the state, in the same order: an
+        # UNSUBSCRIBE sent after a later SUBSCRIBE would silence the channel.
+        with self.sending:
+            with self.lock:
+                if key in self.cursors:
+                    return
+                ready = self.confirmed.get(key)
+                owner = ready is None
+                if ready is None:
+                    ready = self.confirmed[key] = threading.Event()
+                    self.channels[key] = channel
+                    self.channels.setdefault(self.control, "")
+                if self.thread is None:
+                    self.thread = threading.Thread(
+                        target=self.run, name="eventstream-listener", daemon=True
+                    )
+                    self.thread.start()
+            if owner:
+                self._send("SUBSCRIBE", key)  # else the next connect does
         # Whatever is published once Redis confirms reaches this worker.
         timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
         if not ready.wait(timeout) or key not in self.channels:
@@ -143,23 +146,27 @@ class Listener(Recovery):
                 self.cursors.setdefault(self.control, head.key)
 
     def unlisten(self, key: bytes) -> None:
-        with self.lock:
-            self.channels.pop(key, None)
-            self.cursors.pop(key, None)
-            self.confirmed.pop(key, None)
-        self.send("UNSUBSCRIBE", key)
+        with self.sending:
+            with self.lock:
+                self.channels.pop(key, None)
+                self.cursors.pop(key, None)
+                self.confirmed.pop(key, None)
+            self._send("UNSUBSCRIBE", key)
 
     def send(self, *command: t.Any) -> None:
-        """Send on the listener's connection, if it is up (else the next
-        connect subscribes to every channel still wanted).
-        """
         with self.sending:
-            if not self.connected:
-                return
-            try:
-                self.connection.send_command(*command)
-            except redis.RedisError:
-                pass  # the listener sees the connection fail and reconnects
+            self._send(*command)
+
+    def _send(self, *command: t.Any) -> None:
+        """Send on the listener's connection (holding :attr:`sending`), if it
+        is up: else the next connect subscribes to every channel still wanted.
+        """
+        if not self.connected:
+            return
+        try:
+            self.connection.send_command(*command)
+        except redis.RedisError:
+            pass  # the listener sees the connection fail and reconnects
 
     def stop(self) -> None:
         self.stopped = True
