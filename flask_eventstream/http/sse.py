@@ -20,6 +20,7 @@ from ..ids import Record
 from ..subscription import Subscription
 from ..wire import Event
 from .body import Body
+from .body import jittered
 from .cors import cors_headers
 from .direct import DirectWriter
 
@@ -86,6 +87,11 @@ def stream_response(
 ) -> Response:
     """Serve ``sub`` as an event stream."""
     hub = sub.hub
+    if hub.monitor.stopping:
+        # This worker is stopping and would end the stream at once: send the
+        # client on (a spread-out retry) without reading history for it.
+        sub.close("shutdown")
+        return sse_response([jittered(options.retry)], hub, headers)
     try:
         # Connect and read history now, in the view: a failure is still an
         # answer, and the body starts with what it read.
