@@ -194,11 +194,16 @@ def test_a_failover_with_clients_attached_loses_nothing_silently(
         server.stop()
 
 
-def test_writes_the_replica_never_got_end_in_a_reset(deployment: Deployment) -> None:
+@pytest.mark.parametrize("first", ["same", "other"])
+def test_writes_the_replica_never_got_end_in_a_reset(
+    deployment: Deployment, first: str
+) -> None:
     """Events the old primary acknowledged, and clients received, but its
     replica never got (stopped meanwhile): after the failover they are gone
     from the store, and every client that had them or resumes from before
     them gets an ``eventstream-reset`` (a new epoch), never a silent gap.
+    The first publish after the switch comes from the publisher that saw
+    them, or from another that did not (the listeners find out then).
     """
     server, publisher, followers = start(deployment, "lost")
     try:
@@ -214,7 +219,15 @@ def test_writes_the_replica_never_got_end_in_a_reset(deployment: Deployment) -> 
         os.kill(deployment.primary.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
         os.kill(deployment.replica.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
         deployment.wait(lambda: deployment.primary_port() == deployment.replica.port)
-        after = publisher.until_published("lost", "after", timeout=60)
+        if first == "other":
+            prefix = publisher.app.config["EVENTSTREAM_REDIS_PREFIX"]
+            other = Publisher(deployment.url, prefix)
+            try:
+                after = other.until_published("lost", "after", timeout=60)
+            finally:
+                other.close()
+        else:
+            after = publisher.until_published("lost", "after", timeout=60)
         for follower in followers:  # told, then what follows reaches them
             deployment.wait(
                 lambda f=follower: any(e.event == RESET for e in f.received)

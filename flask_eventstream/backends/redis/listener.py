@@ -51,8 +51,9 @@ class Listener(Recovery):
     :param control: the control stream's key.
     :param keys: the store's last-id and epoch keys.
     :param head: returns the newest id assigned.
-    :param renew: called with the epoch and the newest key this listener saw
-        when the store's newest key is below it: returns the epoch after.
+    :param renew: called with the epoch, the newest key this listener saw,
+        and whether to name a new epoch even if the store's newest key is
+        not below it (it lost that entry): returns the epoch after.
     :param deliver: called with each run of a channel's events.
     :param revoke: called with the channel of each control entry.
     :param lost: called with a channel (``None``: every channel) whose
@@ -66,7 +67,7 @@ class Listener(Recovery):
         control: bytes,
         keys: tuple[str, str],
         head: t.Callable[[], Cursor],
-        renew: t.Callable[[str, Key], str],
+        renew: t.Callable[[str, Key, bool], str],
         deliver: t.Callable[[Run], None],
         revoke: t.Callable[[str], None],
         lost: t.Callable[[str | None, str], None],
@@ -84,6 +85,8 @@ class Listener(Recovery):
         self.epoch: str | None = None
         #: The newest key received: a store whose newest is below lost writes.
         self.seen: Key = (0, 0)
+        #: The stream of that entry (``None``: not an entry, a head read).
+        self.seen_stream: bytes | None = None
         self.lock = threading.Lock()
         #: Sends on the connection (subscriptions come from request threads).
         self.sending = threading.Lock()
@@ -279,7 +282,9 @@ class Listener(Recovery):
         """Hand entries, in id order, to the worker a run at a time."""
         if not entries:
             return
-        self.seen = max(self.seen, entries[-1].record.key)
+        newest = entries[-1]
+        if newest.record.key > self.seen:
+            self.seen, self.seen_stream = newest.record.key, newest.stream
         # Consecutive events of one channel go to its clients as one run.
         for stream, items in itertools.groupby(entries, key=operator.itemgetter(0)):
             with self.lock:

@@ -43,38 +43,71 @@ class Recovery:
     epoch_key: str
     epoch: str | None
     seen: Key
+    seen_stream: bytes | None
     lock: threading.Lock
     channels: dict[bytes, str]
     cursors: dict[bytes, Key]
     control: bytes
     head: t.Callable[[], Cursor]
-    renew: t.Callable[[str, Key], str]
+    renew: t.Callable[[str, Key, bool], str]
     lost: t.Callable[[str | None, str], None]
 
     def dispatch(self, entries: list[Entry]) -> None:
         raise NotImplementedError
 
-    def check_store(self) -> None:
-        """While quiet: a store emptied, or one that lost what this worker
-        saw, shows within :data:`IDLE` seconds.
+    def check_store(self, reconnected: bool = False) -> None:
+        """While quiet, and after a reconnect: a store emptied, or one that
+        lost what this worker saw, shows within :data:`IDLE` seconds.
         """
         raw_last, raw_epoch = self.client.mget(self.last_key, self.epoch_key)
         epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else None
-        if epoch is not None and epoch == self.epoch and key_of(raw_last) < self.seen:
-            epoch = self.renew(epoch, self.seen) or None
-            if epoch != self.epoch:
-                logger.error(
-                    "The Redis store lost events this worker had seen (its"
-                    " newest id is below %s): a failover to a replica that"
-                    " never got them, or a restart from an old snapshot. It has"
-                    " a new epoch now: clients resume with a reset, not a gap.",
-                    format_key(self.seen),
-                )
+        if epoch is not None and epoch == self.epoch:
+            behind = key_of(raw_last) < self.seen
+            if behind or (reconnected and self.seen_lost()):
+                epoch = self.renew(epoch, self.seen, True) or None
+                if epoch != self.epoch:
+                    logger.error(
+                        "The Redis store lost events this worker had seen (up"
+                        " to %s): a failover to a replica that never got them,"
+                        " or a restart from an old snapshot. It has a new epoch"
+                        " now: clients resume with a reset, not a gap.",
+                        format_key(self.seen),
+                    )
         if epoch != self.epoch and self.epoch is not None:
             self.new_epoch(epoch)
 
+    def seen_lost(self) -> bool:
+        """Whether the newest entry this listener received is gone from its
+        stream, and not by trimming: the store lost writes, even if new ones
+        have since taken the sequence past it. (A replica holds a prefix of
+        its primary's writes: if that entry is there, all it saw is.)
+        """
+        stream = self.seen_stream
+        if stream is None:
+            return False
+        at = format_key(self.seen)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.xrange(stream, min=at, max=at)
+            pipe.xinfo_stream(stream)
+            found, info = pipe.execute(raise_on_error=False)
+        if found or isinstance(found, Exception) or isinstance(info, Exception):
+            return False  # there; or the stream expired (a quiet channel)
+        # Trimming takes the oldest first: an older entry kept means this one
+        # was not trimmed (nor deleted, as far as Redis counts).
+        first_entry = info.get("first-entry")
+        first = key_of(
+            info.get("recorded-first-entry-id")
+            or (first_entry[0] if first_entry else None)
+        )
+        deleted = key_of(info.get("max-deleted-entry-id"))
+        return bool(first_entry) and first < self.seen and deleted < self.seen
+
     def catch_up(self) -> None:
         """Read from the streams what the listener missed, in id order."""
+        epoch = self.epoch
+        self.check_store(reconnected=True)
+        if epoch != self.epoch:
+            return  # started over from the new store's head
         while True:
             with self.lock:
                 cursors = dict(self.cursors)
@@ -108,6 +141,7 @@ class Recovery:
         with self.lock:
             self.epoch = head.epoch
             self.seen = head.key
+            self.seen_stream = None
             for key in self.cursors:
                 self.cursors[key] = head.key
 

@@ -88,7 +88,8 @@ return {redis.call('GET', KEYS[1]) or '0-0', epoch}
 
 #: The store lost writes that a worker saw (a failover to a replica that
 #: never got them, a restart from an old snapshot): if the epoch is still
-#: ``ARGV[1]`` and the newest key is below ``ARGV[2]``, name a new epoch
+#: ``ARGV[1]`` and the newest key is below ``ARGV[2]`` (or ``ARGV[4]`` is
+#: ``1``: the worker found the entry of that key gone), name a new epoch
 #: (``ARGV[3]``) so every cursor into the old one gets a reset, and keep ids
 #: above what was seen. Returns the epoch now.
 RENEW_SCRIPT = """
@@ -98,10 +99,12 @@ local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
 local sms, sseq = string.match(ARGV[2], '^(%d+)-(%d+)$')
 lms, lseq, sms, sseq = tonumber(lms), tonumber(lseq), tonumber(sms), tonumber(sseq)
 local behind = lms < sms or (lms == sms and lseq < sseq)
-if epoch == ARGV[1] and behind then
+if epoch == ARGV[1] and (behind or ARGV[4] == '1') then
   epoch = ARGV[3]
   redis.call('SET', KEYS[2], epoch)
-  redis.call('SET', KEYS[1], ARGV[2])
+  if behind then
+    redis.call('SET', KEYS[1], ARGV[2])
+  end
 end
 return epoch or ''
 """

@@ -200,8 +200,8 @@ class RedisBackend(RedisPresence, Backend):
         if cursor.epoch != known.epoch or cursor.key > known.key:
             self.known = cursor
 
-    def _renew_epoch(self, epoch: str, seen: Key) -> str:
-        args = [epoch, format_key(seen), new_epoch()]
+    def _renew_epoch(self, epoch: str, seen: Key, lost: bool) -> str:
+        args = [epoch, format_key(seen), new_epoch(), "1" if lost else ""]
         raw = self._renew(keys=[self._last_key, self._epoch_key], args=args)
         return bytes(raw).decode()
 
