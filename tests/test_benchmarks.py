@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+import typing as t
 
 import pytest
 from conftest import require
 from conftest import ROOT
+
+
+def benchmark(name: str) -> t.Any:
+    """Import ``benchmarks/<name>.py``."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 @pytest.mark.timeout(600)  # the first run creates the peers' environment
@@ -17,11 +28,7 @@ def test_benchmark_smoke_run() -> None:
     require("gcc")
     require("redis-server")
     require("/usr/sbin/nginx")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import run
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    run = benchmark("run")
     rows = run.main(["--smoke"])
     servers = [row for row in rows if "S1_kb_1000" in row]
     ours = ["flask-eventstream, memory", "flask-eventstream, Redis"]
@@ -58,11 +65,7 @@ def test_benchmark_smoke_run() -> None:
 def test_channel_count_benchmark_smoke_run() -> None:
     """``channels.py`` with small counts: every event arrives, figures come."""
     require("redis-server")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import channels
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    channels = benchmark("channels")
     rows = channels.main(["--counts", "10,50", "--events", "40", "--rate", "200"])
     assert [row["channels"] for row in rows] == [10, 50]
     for row in rows:
@@ -74,11 +77,7 @@ def test_channel_count_benchmark_smoke_run() -> None:
 def test_capacity_benchmark_smoke_run() -> None:
     """``capacity.py`` briefly: events are stored, and figures come."""
     require("redis-server")
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import capacity
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    capacity = benchmark("capacity")
     rows = capacity.main(
         ["--publishers", "1", "--seconds", "0.5", "--listeners", "0,1"]
     )

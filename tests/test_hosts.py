@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -16,8 +14,8 @@ from clients import Crowd
 from clients import Member
 from conftest import RedisServer
 from conftest import Server
-from conftest import TESTS
 from test_lossless import redis_config
+from test_lossless import run_app
 
 from flask_eventstream.testing import check_delivery
 
@@ -31,26 +29,16 @@ def publish(server: Server, count: int, pause: float) -> list[list[str]]:
     """Publish ``count`` events on each channel, round robin, from a process
     of its own; return the ids of each channel's events.
     """
-    code = (
-        "import time\nfrom serverapp import app, events\n"
-        "with app.app_context():\n"
-        f"    for n in range({count}):\n"
-        f"        for c in range({CHANNELS}):\n"
-        "            print(c, events.publish(f'h{c}', f'e{n}').id, flush=True)\n"
-        f"        time.sleep({pause})\n"
+    printed = run_app(
+        server,
+        "import time\n"
+        f"for n in range({count}):\n"
+        f"    for c in range({CHANNELS}):\n"
+        "        print(c, events.publish(f'h{c}', f'e{n}').id)\n"
+        f"    time.sleep({pause})",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=server.env,
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
     ids: list[list[str]] = [[] for _ in range(CHANNELS)]
-    for line in done.stdout.splitlines():
-        channel, id = line.split()
+    for channel, id in zip(printed[::2], printed[1::2], strict=True):
         ids[int(channel)].append(id)
     return ids
 
