@@ -283,6 +283,9 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: t.IO[bytes] | None = None
         self.final_output = ""
+        # A replica writes the snapshot it syncs to its working directory,
+        # whatever --save says: one of its own, removed at stop.
+        self.dir = tempfile.mkdtemp(prefix="redis-")
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         import redis
@@ -291,6 +294,8 @@ class RedisServer:
             [
                 self.executable,
                 *self.args,
+                "--dir",
+                self.dir,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -322,6 +327,7 @@ class RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def client(self) -> t.Any:
         import redis
