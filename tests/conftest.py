@@ -290,6 +290,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         import redis
 
+        os.makedirs(self.dir, exist_ok=True)  # again after a stop
         self.proc = subprocess.Popen(
             [
                 self.executable,
