@@ -111,6 +111,12 @@ class Monitor:
             self._checked = os.getpid()  # once per worker, at its first stream
             check_server(self.settings.backend_url)
 
+    def moved(self, body: Watched) -> None:
+        """Watch ``body``'s new socket (its connection was taken over)."""
+        with self._lock:
+            self.departures.discard(body)
+            self.departures.add(body, body.socket)
+
     def discard(self, body: Watched) -> None:
         with self._lock:
             self.bodies.discard(body)

@@ -22,3 +22,9 @@ class Sink(t.Protocol):
         """Write ``run`` without blocking; whether it was taken, wholly or in
         part (the rest is then :attr:`pending`).
         """
+
+    def wake(self) -> None:
+        """The subscription has something for its stream (events it could
+        not write here, or its end): resume the stream if it waits parked.
+        Never waits, and calls no user code.
+        """

@@ -43,25 +43,10 @@ class Subscription:
     else.
     """
 
-    __slots__ = (
-        "channels",
-        "last_event_id",
-        "hub",
-        "_queue",
-        "_wake",
-        "_high",
-        "_closed",
-        "_attached",
-        "_on_drop",
-        "_sink",
-        "_armed",
-        "_replay",
-        "_mark",
-        "_rewind",
-        "member",
-        "expires",
-        "present",
-        "__weakref__",
+    __slots__ = (  # fmt: skip
+        "channels", "last_event_id", "hub", "member", "expires", "present",
+        "_queue", "_wake", "_high", "_closed", "_attached", "_on_drop", "_sink",
+        "_armed", "_replay", "_mark", "_rewind", "__weakref__",
     )
 
     def __init__(
@@ -130,9 +115,7 @@ class Subscription:
 
     @property
     def dropped(self) -> bool:
-        """Whether it ended because its queue overflowed: its client is cut
-        off, and nothing more is sent to it.
-        """
+        """Whether it ended because its queue overflowed (its client is cut off)."""
         return self._closed == "overflow"
 
     @property
@@ -220,12 +203,15 @@ class Subscription:
         live = self._closed is None
         if live:
             self._closed = reason
+        sink = self._sink
         # Both refer to the stream, which refers to this.
         self._on_drop = None
         self._sink = None
         self._armed = False
         self._detach()
         self._wake.set()
+        if sink is not None:
+            sink.wake()
         return live
 
     def _detach(self) -> None:
@@ -267,7 +253,7 @@ class Subscription:
                 if sink.pending is None:
                     return
                 self._armed = False  # the rest first, then whatever comes
-                self._wake.set()
+                self._signal()
                 return
             self._armed = False
         queue = self._queue
@@ -288,20 +274,23 @@ class Subscription:
                 self._on_drop()
         else:
             queue.extend(run.records)
+        self._signal()
+
+    def _signal(self) -> None:
         self._wake.set()
+        if self._sink is not None:
+            self._sink.wake()  # a parked stream has no thread to wake
 
     def wait(self, timeout: float) -> list[Record] | None:
         """Return the new records queued, waiting up to ``timeout`` seconds for
         one; an empty list when none came, ``None`` once the subscription ended.
         """
         queue = self._queue
-        if not queue and self._closed is None:
+        if not queue and self._closed is None and timeout > 0:
             sink = self._sink
             self._armed = sink is not None and sink.pending is None
-            try:
-                self._wake.wait(timeout)
-            finally:
-                self._armed = False
+            self._wake.wait(timeout)  # (an exception here ends it: close disarms)
+        self._armed = False  # after the wait, or parked until now (see park)
         self._wake.clear()
         if self._closed is not None:
             return None
@@ -323,6 +312,15 @@ class Subscription:
             high = record.key
         self._high = high
         return fresh
+
+    def park(self) -> bool:
+        """Arm the sink while the stream waits parked, with no thread in
+        :meth:`wait` (which disarms it); ``False`` if there is work."""
+        sink = self._sink
+        if self._queue or self._closed is not None or sink is None:
+            return False
+        self._armed = sink.pending is None
+        return self._armed
 
     def _gap(self, record: Record) -> None:
         self._closed = "lagged"

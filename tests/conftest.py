@@ -153,6 +153,13 @@ class Server:
         if self.log is not None and not self.log.closed:
             self.final_output = self.output()
             self.log.close()
+            kept = os.environ.get("TEST_SERVER_LOGS")
+            if kept and self.final_output:
+                # A module-scoped server stops after the test that failed:
+                # TEST_SERVER_LOGS=dir keeps every server's log there.
+                os.makedirs(kept, exist_ok=True)
+                name = f"{time.strftime('%H%M%S')}-{self.kind}-{self.port}.log"
+                Path(kept, name).write_text(self.final_output)
             if self.final_output:
                 # Shown with the test's output when it fails.
                 print(

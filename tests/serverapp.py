@@ -7,6 +7,7 @@ on, read by ``app.config.from_prefixed_env``).
 from __future__ import annotations
 
 import os
+import sys
 import time
 import typing as t
 
@@ -68,6 +69,12 @@ def create_app() -> Flask:
             raise RuntimeError("a bug in the user's receiver")
 
         signals.client_disconnected.connect(broken, sender=app, weak=False)
+
+    # Why each stream ended, in the server's log (shown when a test fails).
+    def ended(sender: Flask, subscription: Subscription, reason: str) -> None:
+        print(f"[{os.getpid()}] ended {subscription!r}: {reason}", file=sys.stderr)
+
+    signals.client_disconnected.connect(ended, sender=app, weak=False)
 
     @app.after_request
     def worker_pid(response: t.Any) -> t.Any:

@@ -34,7 +34,9 @@ class Body:
         "_wake",
         "_busy",
         "_hub",
-        "_retry",
+        "retry",
+        "park",
+        "handed_over",
         "name",
         "sse",
         "socket",
@@ -48,7 +50,7 @@ class Body:
 
     def __init__(
         self,
-        gen: t.Generator[bytes, None, None],
+        gen: t.Generator[bytes | float, None, None],
         wake: t.Callable[[str], object],
         hub: Hub,
         *,
@@ -61,7 +63,13 @@ class Body:
         self._wake = wake
         self._busy = False
         self._hub = hub
-        self._retry = retry
+        #: The stream's ``retry:`` delay, for its last hint.
+        self.retry = retry
+        #: Takes the connection from the server when the body waits (it
+        #: yields the time its heartbeat is due): see the parking module.
+        self.park: t.Callable[[float], bool] | None = None
+        #: The server let go of the body: :meth:`close` is not the end.
+        self.handed_over = False
         #: What the stream serves, for the log.
         self.name = name
         #: An event stream (the monitor's lifetime and last retry hint apply),
@@ -90,6 +98,20 @@ class Body:
         return self
 
     def __next__(self) -> bytes:
+        chunk = self.advance()
+        while not isinstance(chunk, bytes):
+            # The stream waits with nothing to send: let the server go.
+            if self.park is not None and self.park(chunk):
+                raise StopIteration
+            self.end("closed")  # it cannot wait here, nor be taken over
+            chunk = self.advance()
+        return chunk
+
+    def advance(self) -> bytes | float:
+        """The next chunk to write, or the time (``time.monotonic()``) the
+        heartbeat is due when the stream waits parked; raise
+        :class:`StopIteration` at the end.
+        """
         self.writing_since = None
         self._busy = True
         try:
@@ -103,13 +125,20 @@ class Body:
             if self.ending not in ("shutdown", "lifetime", "expired") or not self.sse:
                 raise
             self.sse = False  # one hint, then the end
-            chunk = jittered(self._retry)
+            chunk = jittered(self.retry)
         finally:
             self._busy = False
-        self.writing_since = time.monotonic()
+        if isinstance(chunk, bytes):
+            self.writing_since = time.monotonic()
         return chunk
 
     def close(self) -> None:
+        if self.handed_over:
+            return  # the server lets go: the parking closes it (release)
+        self.release()
+
+    def release(self) -> None:
+        """Close the body: its generator, and what the view opened."""
         self._hub.monitor.discard(self)
         self.writing_since = None
         if not self._busy:
@@ -117,6 +146,12 @@ class Body:
         # Also when the body never started (a HEAD request, a failed write of
         # the head): what the view opened is closed all the same.
         self._wake("closed")
+
+    def moved(self, sock: t.Any) -> None:
+        """The connection was taken from the server and is now ``sock``."""
+        self.handed_over = True
+        self.socket = sock
+        self._hub.monitor.moved(self)
 
     def begin_write(self) -> None:
         """A write outside the server's (a direct write's rest) has begun:

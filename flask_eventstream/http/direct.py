@@ -19,10 +19,13 @@ rewrites response bodies between the app and gunicorn, which it would bypass.
 
 from __future__ import annotations
 
+import _socket
+import os
 import sys
 import typing as t
 
 from ..ids import Run
+from ..wire import frame_chunk
 from .body import Body
 
 #: Where :func:`capture_start_response` keeps the server's ``start_response``.
@@ -47,22 +50,36 @@ def capture_start_response(wsgi_app: WSGIApp) -> WSGIApp:
 class DirectWriter:
     """Writes whole events to one client's socket without blocking: the
     :class:`~flask_eventstream.sink.Sink` of a stream.
+
+    Once its stream parks (see :mod:`~flask_eventstream.http.parking`) it
+    holds the connection itself: :meth:`detach`, then :meth:`write` and
+    :meth:`finish` in place of the server's.
     """
 
-    __slots__ = ("_raw", "_response", "body", "pending")
+    # fmt: off
+    __slots__ = (
+        "_response", "_chunked", "raw", "body", "pending", "on_wake", "woken",
+    )
+    # fmt: on
 
-    def __init__(self, response: t.Any, body: Body) -> None:
+    def __init__(self, response: t.Any) -> None:
         self._response = response
+        self._chunked = False
         #: The C socket under gevent's: its ``send`` fails rather than waits.
-        self._raw = response.sock._sock
+        self.raw: t.Any = response.sock._sock
         #: The stream's body: :meth:`flush` marks it as writing, for the
         #: monitor's send timeout.
-        self.body: Body | None = body
+        self.body: Body | None = None
         #: What a write left unsent; the stream sends it before anything else.
         self.pending: memoryview | None = None
+        #: Called when the subscription has something for the stream to do
+        #: (set once the stream is parked).
+        self.on_wake: t.Callable[[DirectWriter], None] | None = None
+        #: Woken while it was not parked (see the parking module).
+        self.woken = False
 
     @classmethod
-    def find(cls, environ: dict[str, t.Any], body: Body) -> DirectWriter | None:
+    def find(cls, environ: dict[str, t.Any]) -> DirectWriter | None:
         """Return a writer for this request's connection, or ``None`` where
         direct writes would not be exact.
         """
@@ -79,26 +96,39 @@ class DirectWriter:
             or type(getattr(response, "sock", None)) is not gevent_socket.socket
             or response.sock is not environ.get("gunicorn.socket")
             or not hasattr(response, "chunked")
+            or not hasattr(response, "force_close")
             or not isinstance(getattr(response, "sent", None), int)
         ):
             return None
-        return cls(response, body)
+        return cls(response)
+
+    def _framed(self) -> bool:
+        # Read each time: gunicorn decides when the view has returned.
+        response = self._response
+        return bool(response.chunked) if response is not None else self._chunked
 
     def send(self, run: Run) -> bool:
         """Write the events of ``run``; return whether they were taken,
         wholly or in part (the rest is then :attr:`pending`). ``False`` leaves
         them to the stream: the socket's buffer is full, or the client is gone.
         """
-        # Read each time: gunicorn decides when the view has returned.
-        data = run.encode_chunk() if self._response.chunked else run.encode()
+        data = run.encode_chunk() if self._framed() else run.encode()
         try:
-            sent: int = self._raw.send(data)
+            sent: int = self.raw.send(data)
         except OSError:
             return False
-        self._response.sent += sent  # gunicorn's access log counts the bytes
+        if self._response is not None:
+            self._response.sent += sent  # gunicorn's access log counts the bytes
         if sent < len(data):
             self.pending = memoryview(data)[sent:]
         return True
+
+    def wake(self) -> None:
+        """The subscription has something for the stream: resume it if it is
+        parked. Never waits.
+        """
+        if self.on_wake is not None:
+            self.on_wake(self)
 
     def flush(self) -> bool:
         """Send what is pending, waiting as a stream's write does; return
@@ -111,11 +141,68 @@ class DirectWriter:
         if body is not None:
             body.begin_write()
         try:
-            self._response.sock.sendall(pending)
+            self._send_all(pending)
         except OSError:
             return False
         finally:
             if body is not None:
                 body.end_write()
-        self._response.sent += len(pending)
         return True
+
+    def _send_all(self, data: bytes | memoryview) -> None:
+        from gevent.socket import wait_write
+
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.raw.send(view)
+            except BlockingIOError:
+                wait_write(self.raw.fileno())
+                continue
+            if self._response is not None:
+                self._response.sent += sent
+            view = view[sent:]
+
+    # -- a parked stream's connection ---------------------------------------
+
+    def detach(self) -> bool:
+        """Take the connection over from the server, which then ends its
+        response without a byte more (no last chunk) and closes its own
+        descriptor of the socket; return ``False`` if it cannot be taken.
+        """
+        response = self._response
+        if response is None:
+            return False
+        try:
+            raw = _socket.socket(fileno=os.dup(self.raw.fileno()))
+            raw.setblocking(False)
+        except (OSError, ValueError):
+            return False
+        self._chunked = bool(response.chunked)
+        response.chunked = False  # gunicorn's close() then writes nothing
+        response.force_close()  # and it does not wait for another request
+        self._response = None  # nor keep gunicorn's request and parser alive
+        self.raw = raw
+        return True
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` as the server would (framed if the response is),
+        waiting for the client; raise :class:`OSError` if it is gone.
+        """
+        self._send_all(frame_chunk(data) if self._framed() else data)
+
+    def finish(self, last: bytes = b"") -> None:
+        """End the response (``last``, then the last chunk if framed), if the
+        socket takes it at once, and close the connection.
+        """
+        end = b"0\r\n\r\n" if self._framed() else b""
+        data = (frame_chunk(last) if last and end else last) + end
+        try:
+            if data:
+                self.raw.send(data)
+        except OSError:
+            pass
+        try:
+            self.raw.close()
+        except OSError:
+            pass

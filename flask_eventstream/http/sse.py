@@ -8,6 +8,7 @@ browser's ``open`` event does not wait for the first event.
 
 from __future__ import annotations
 
+import functools
 import time
 import typing as t
 
@@ -23,6 +24,7 @@ from .body import Body
 from .body import jittered
 from .cors import cors_headers
 from .direct import DirectWriter
+from .parking import Parking
 
 #: A comment line: keeps proxies and the client's connection alive, and finds
 #: a gone client when the write fails. No blank line follows, so no client
@@ -103,15 +105,19 @@ def stream_response(
         # other status, and this must be a pause, not the end.
         pause = options.opening(None) + b": the backend is unavailable\n"
         return sse_response([pause], hub, headers)
-    gen = _subscription_body(sub, options, records, announce)
-    body = Body(
-        gen, sub.close, hub, name=repr(sub), retry=options.retry, expires=sub.expires
-    )
     # Direct writes are used only once the stream waits, so after the head
     # and the opening are written: the publisher's writes come after them.
     writer = None
     if hub.settings.direct_writes:
-        writer = DirectWriter.find(request.environ, body)
+        writer = DirectWriter.find(request.environ)
+    gen = _subscription_body(sub, options, records, announce, writer is not None)
+    body = Body(
+        gen, sub.close, hub, name=repr(sub), retry=options.retry, expires=sub.expires
+    )
+    if writer is not None:
+        # An idle stream waits parked, without its greenlet (see parking).
+        writer.body = body
+        body.park = functools.partial(Parking.here().take, writer)
     sub.serve(writer, body.drop)
     return sse_response(body, hub, headers)
 
@@ -121,7 +127,8 @@ def _subscription_body(
     options: Options,
     records: list[Record],
     announce: str | None,
-) -> t.Generator[bytes, None, None]:
+    parks: bool,
+) -> t.Generator[bytes | float, None, None]:
     hub = sub.hub
     heartbeat = options.heartbeat
     direct = sub.sink
@@ -138,10 +145,18 @@ def _subscription_body(
                 yield from chunks(records)
         else:
             yield chunk
+        del records, chunk  # a parked stream keeps nothing of its replay
         last_write = time.monotonic()
         while True:
             remaining = last_write + heartbeat - time.monotonic()
-            fresh = sub.wait(remaining) if remaining > 0 else []
+            if parks and remaining > 0 and sub.park():
+                # Nothing to send: wait parked, resumed by the subscription
+                # (what the publisher could not write, or the end) or when
+                # the heartbeat is due.
+                yield last_write + heartbeat
+                fresh = sub.wait(0)
+            else:
+                fresh = sub.wait(remaining) if remaining > 0 else []
             if fresh is None and sub.dropped:
                 return  # not even the rest of a direct write: it is cut off
             if isinstance(direct, DirectWriter) and direct.pending is not None:
