@@ -30,6 +30,7 @@ from ...ids import Record
 from ...wire import Event
 from ..base import Backend
 from ..base import Once
+from .batch import Batcher
 from .codec import key_of
 from .codec import record_of
 from .connect import Connector
@@ -76,7 +77,8 @@ class RedisBackend(RedisPresence, Backend):
         connector = Connector(url)
         pool = connector.pool(pool_size, timeout=5)
         self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
-        self._append = self.redis.register_script(APPEND_SCRIPT)
+        script = self.redis.register_script(APPEND_SCRIPT)
+        self._append = Batcher(self.redis, script, timeout=10)  # see the batch module
         self._head = self.redis.register_script(HEAD_SCRIPT)
         self._renew = self.redis.register_script(RENEW_SCRIPT)
         self._lock = threading.Lock()
@@ -118,13 +120,13 @@ class RedisBackend(RedisPresence, Backend):
         ttl_ms = int(ttl * 1000) if ttl else 0
         window_ms = max(1, int(once.window * 1000)) if once is not None else 0
         reply = self._append(
-            keys=[
+            [
                 key,
                 self._last_key,
                 self._epoch_key,
                 f"{self.prefix}once:{once.key if once else ''}",
             ],
-            args=[
+            [
                 maxlen,
                 ttl_ms,
                 event.event or "",

@@ -1,0 +1,133 @@
+"""Appends made at the same moment, sent to Redis in one pipeline.
+
+Each publish is one call of the append script. Publishes made at once (the
+requests of a worker's greenlets, the threads of a task worker) would each
+wait for a pooled connection and pay a round trip of their own. Instead the
+first caller sends its call together with those that came while it yielded,
+in one pipeline; each caller gets its own reply, or its own error. Redis
+runs them one after the other, as before, and the entries they publish reach
+every listener together, which writes them to each client in one write.
+
+One pipeline is in flight at a time per backend: calls that come meanwhile
+wait, and the first of them sends the next.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import typing as t
+
+import redis
+from redis.commands.core import Script
+
+
+class _Call:
+    __slots__ = ("keys", "args", "reply", "error", "finished", "lead", "wake")
+
+    def __init__(self, keys: list[t.Any], args: list[t.Any]) -> None:
+        self.keys = keys
+        self.args = args
+        self.reply: t.Any = None
+        self.error: BaseException | None = None
+        #: Its pipeline came back: :attr:`reply` or :attr:`error` is set.
+        self.finished = False
+        #: It sends the next pipeline.
+        self.lead = False
+        #: Set after either of those changes.
+        self.wake = threading.Event()
+
+
+class Batcher:
+    """Runs ``script`` for concurrent callers, a pipeline at a time.
+
+    :param timeout: the most seconds a caller waits for its turn and its
+        pipeline (the connection's own timeouts come first).
+    """
+
+    def __init__(self, client: redis.Redis, script: Script, timeout: float) -> None:
+        self._client = client
+        self._script = script
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._waiting: list[_Call] = []
+        self._sending = False
+
+    def __call__(self, keys: list[t.Any], args: list[t.Any]) -> t.Any:
+        """Run the script with ``keys`` and ``args``; return its reply or
+        raise its :class:`redis.RedisError`.
+        """
+        call = _Call(keys, args)
+        with self._lock:
+            self._waiting.append(call)
+            if not self._sending:
+                self._sending = call.lead = True
+        while not call.finished:
+            if call.lead:
+                call.lead = False
+                self._send_next()  # with this call, unless it went earlier
+            elif not call.wake.wait(self._timeout):
+                with self._lock:
+                    if call.lead or call.finished:
+                        continue  # it came as the wait ended
+                    if call in self._waiting:  # else in a pipeline on its way
+                        self._waiting.remove(call)
+                raise redis.TimeoutError(
+                    f"no turn to send to Redis within {self._timeout:g}s"
+                )
+            else:
+                call.wake.clear()  # then look: what set it was set before
+        if call.error is not None:
+            raise call.error
+        return call.reply
+
+    def _send_next(self) -> None:
+        # Let the callers of this moment join (under gevent: one switch).
+        time.sleep(0)
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        try:
+            self._send(batch)
+        finally:
+            for call in batch:
+                call.finished = True
+                call.wake.set()
+            with self._lock:
+                if self._waiting:
+                    # The first who came during the round trip sends the next.
+                    after = self._waiting[0]
+                    after.lead = True
+                    after.wake.set()
+                else:
+                    self._sending = False
+
+    def _send(self, batch: list[_Call]) -> None:
+        if len(batch) == 1:
+            call = batch[0]
+            try:
+                call.reply = self._script(keys=call.keys, args=call.args)
+            except redis.RedisError as error:
+                call.error = error
+            return
+        script = self._script
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for call in batch:
+                    pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+                replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError as error:
+            for call in batch:
+                call.error = error
+            return
+        for call, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, redis.exceptions.NoScriptError):
+                # Redis forgot the script (a restart, SCRIPT FLUSH): this
+                # call loads it again.
+                try:
+                    reply = script(keys=call.keys, args=call.args)
+                except redis.RedisError as error:
+                    reply = error
+            if isinstance(reply, BaseException):
+                call.error = reply
+            else:
+                call.reply = reply
