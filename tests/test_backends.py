@@ -291,3 +291,41 @@ def test_an_idempotency_key_stores_once_within_its_window(
     time.sleep(0.4)
     later = backend.append("pay", Event("paid"), Once("k1", 0.3))
     assert not later.repeat and later.key > first.key
+
+
+@pytest.mark.redis
+def test_concurrent_appends_share_one_pipeline() -> None:
+    """Publishes made while one is on its way to Redis go in the next
+    pipeline together: two round trips for 32 publishes, each with its own
+    id. Redis is paused so that all 31 come while the first waits.
+    """
+    from flask_eventstream.backends.redis import RedisBackend
+
+    server = RedisServer().start()  # its own: its read count is this test's
+    backend = RedisBackend(server.url, 100, prefix="pipe:")
+    client = server.client()
+    try:
+        backend.append("warm", Event("loads the script"))
+        reads = int(client.info("stats")["total_reads_processed"])
+        client.client_pause(300, all=False)  # writes wait; the INFO does not
+        start = threading.Barrier(32, timeout=10)
+        ids: list[str] = []
+
+        def publish(n: int) -> None:
+            start.wait()
+            ids.append(backend.append("piped", Event(f"e{n}")).event.id or "")
+
+        threads = [threading.Thread(target=publish, args=(n,)) for n in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert len(set(ids)) == 32
+        assert client.xlen("pipe:stream:piped") == 32
+        read = int(client.info("stats")["total_reads_processed"]) - reads
+        # The first publish, the pipeline of the 31 others, 3 INFO and PAUSE.
+        assert read <= 2 + 3, read
+    finally:
+        backend.close()
+        client.close()
+        server.stop()
