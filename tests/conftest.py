@@ -31,6 +31,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The test servers log why each stream ended (see serverapp).
+    os.environ["TEST_LOG_ENDS"] = "1"
+
+
 def require(program: str) -> str:
     """Fail, never skip, when a real part of the test setup is missing."""
     path = shutil.which(program)

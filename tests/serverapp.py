@@ -70,11 +70,12 @@ def create_app() -> Flask:
 
         signals.client_disconnected.connect(broken, sender=app, weak=False)
 
-    # Why each stream ended, in the server's log (shown when a test fails).
-    def ended(sender: Flask, subscription: Subscription, reason: str) -> None:
-        print(f"[{os.getpid()}] ended {subscription!r}: {reason}", file=sys.stderr)
+    if os.environ.get("TEST_LOG_ENDS"):  # set under pytest, not in benchmarks
+        # Why each stream ended, in the server's log (shown when a test fails).
+        def ended(sender: Flask, subscription: Subscription, reason: str) -> None:
+            print(f"[{os.getpid()}] ended {subscription!r}: {reason}", file=sys.stderr)
 
-    signals.client_disconnected.connect(ended, sender=app, weak=False)
+        signals.client_disconnected.connect(ended, sender=app, weak=False)
 
     @app.after_request
     def worker_pid(response: t.Any) -> t.Any:
