@@ -22,12 +22,15 @@ other servers call :meth:`EventStream.shutdown` yourself.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import socket
 import threading
 import time
 import typing as t
+import weakref
 
 from .departures import Departures
 from .settings import Settings
@@ -45,6 +48,8 @@ REPORT_PERIOD = 2.0
 REPORT_TTL = 10.0
 #: Streams checked between two switches to other work.
 SLICE = 500
+#: The most seconds between two passes over every stream for blocked writes.
+SCAN = 2.0
 
 
 class Watched(t.Protocol):
@@ -92,6 +97,11 @@ class Monitor:
         self.departures: Departures[Watched] = Departures()
         self.stopping = False
         self._lock = threading.Lock()
+        # When each stream with a lifetime or a token is due to end: the
+        # monitor looks at those due, not at every stream four times a second.
+        self._deadlines: list[tuple[float, int, weakref.ref[Watched]]] = []
+        self._order = itertools.count()
+        self._scanned = 0.0
         self._running = False
         self._pid = 0
         self._checked = 0  # the pid whose server was checked
@@ -105,6 +115,10 @@ class Monitor:
         with self._lock:
             self.bodies.add(body)
             self.departures.add(body, body.socket)
+            deadline = self._deadline(body)
+            if deadline is not None:
+                entry = (deadline, next(self._order), weakref.ref(body))
+                heapq.heappush(self._deadlines, entry)
         if not self._running or self._pid != os.getpid():
             self._start()
         if self._checked != os.getpid():
@@ -187,13 +201,37 @@ class Monitor:
             except Exception as error:  # a report is best effort, never fatal
                 logger.debug("Could not report this worker's figures: %s", error)
 
+    def _deadline(self, body: Watched) -> float | None:
+        """When ``body`` ends by itself (``time.monotonic()``), if it does."""
+        lifetime = self.settings.max_lifetime
+        ends = []
+        if lifetime is not None and body.sse:
+            ends.append(body.started + lifetime)
+        if body.expires is not None:
+            ends.append(time.monotonic() + body.expires - time.time())
+        return min(ends, default=None)
+
     def check(self, now: float) -> None:
         """End the streams past their lifetime or their token's expiry, and
         those whose write is blocked past the send timeout.
         """
-        lifetime = self.settings.max_lifetime
-        send_timeout = self.settings.send_timeout
         wall = time.time()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            with self._lock:
+                _, _, ref = heapq.heappop(self._deadlines)
+            body = ref()
+            if body is None or body not in self.bodies:
+                continue  # it ended before
+            if body.expires is not None and wall >= body.expires:
+                body.end("expired")
+            else:
+                body.end("lifetime")
+        # Blocked writes: a pass over every stream a few times per send
+        # timeout (at most every SCAN seconds), yielding between slices.
+        send_timeout = self.settings.send_timeout
+        if now - self._scanned < min(send_timeout / 4, SCAN):
+            return
+        self._scanned = now
         for n, body in enumerate(self.bodies.copy()):
             if n % SLICE == SLICE - 1:
                 # Thousands of streams: let deliveries run between slices
@@ -202,10 +240,6 @@ class Monitor:
             since = body.writing_since
             if since is not None and now - since > send_timeout:
                 body.abort("stalled")
-            elif lifetime is not None and body.sse and now - body.started > lifetime:
-                body.end("lifetime")
-            elif body.expires is not None and wall >= body.expires:
-                body.end("expired")
 
 
 def worker_name() -> str:
