@@ -19,7 +19,11 @@ try:  # under gevent's monkey-patching: the real ones, called with timeout 0
     from gevent.monkey import get_original
 
     _poll = get_original("select", "poll")
-    _epoll = getattr(select, "epoll", None) and get_original("select", "epoll")
+    try:
+        # Not select.epoll: monkey-patching removes it from the module.
+        _epoll = get_original("select", "epoll")
+    except AttributeError:  # pragma: no cover - not Linux
+        _epoll = None
 except ImportError:  # pragma: no cover - without gevent
     _poll = getattr(select, "poll", None)
     _epoll = getattr(select, "epoll", None)
