@@ -323,8 +323,10 @@ def test_concurrent_appends_share_one_pipeline() -> None:
         assert len(set(ids)) == 32
         assert client.xlen("pipe:stream:piped") == 32
         read = int(client.info("stats")["total_reads_processed"]) - reads
-        # The first publish, the pipeline of the 31 others, 3 INFO and PAUSE.
-        assert read <= 2 + 3, read
+        # Without the pipeline: 47. With it, the first publish and the
+        # pipeline of the 31 others, INFO and PAUSE, and the handshake of a
+        # pooled connection opened meanwhile.
+        assert read <= 10, read
     finally:
         backend.close()
         client.close()
