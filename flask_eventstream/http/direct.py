@@ -107,6 +107,14 @@ class DirectWriter:
         response = self._response
         return bool(response.chunked) if response is not None else self._chunked
 
+    def _frame(self, data: bytes) -> bytes:
+        """``data`` as the server would write it: one chunk, if framed."""
+        return frame_chunk(data) if data and self._framed() else data
+
+    def _count(self, sent: int) -> None:
+        if self._response is not None:
+            self._response.sent += sent  # gunicorn's access log counts the bytes
+
     def send(self, run: Run) -> bool:
         """Write the events of ``run``; return whether they were taken,
         wholly or in part (the rest is then :attr:`pending`). ``False`` leaves
@@ -117,8 +125,7 @@ class DirectWriter:
             sent: int = self.raw.send(data)
         except OSError:
             return False
-        if self._response is not None:
-            self._response.sent += sent  # gunicorn's access log counts the bytes
+        self._count(sent)
         if sent < len(data):
             self.pending = memoryview(data)[sent:]
         return True
@@ -159,8 +166,7 @@ class DirectWriter:
             except BlockingIOError:
                 wait_write(self.raw.fileno())
                 continue
-            if self._response is not None:
-                self._response.sent += sent
+            self._count(sent)
             view = view[sent:]
 
     # -- a parked stream's connection ---------------------------------------
@@ -189,14 +195,13 @@ class DirectWriter:
         """Write ``data`` as the server would (framed if the response is),
         waiting for the client; raise :class:`OSError` if it is gone.
         """
-        self._send_all(frame_chunk(data) if self._framed() else data)
+        self._send_all(self._frame(data))
 
     def finish(self, last: bytes = b"") -> None:
         """End the response (``last``, then the last chunk if framed), if the
         socket takes it at once, and close the connection.
         """
-        end = b"0\r\n\r\n" if self._framed() else b""
-        data = (frame_chunk(last) if last and end else last) + end
+        data = self._frame(last) + (b"0\r\n\r\n" if self._framed() else b"")
         try:
             if data:
                 self.raw.send(data)
