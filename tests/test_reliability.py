@@ -41,7 +41,8 @@ def process_gone(pid: int, timeout: float) -> float:
             with open(f"/proc/{pid}/stat") as file:
                 if file.read().split()[2] == "Z":  # exited, not yet reaped
                     return time.monotonic() - start
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
+            # Gone: reaped before the open, or between the open and the read.
             return time.monotonic() - start
         time.sleep(0.02)
     raise AssertionError(f"process {pid} still runs after {timeout}s")
