@@ -153,8 +153,8 @@ class Subscription:
                 hub.presence.enter(self.channels, self.member)
             # A close_channel that came while authorize ran (or before this
             # joined the bus) ended nothing here: end it now.
-            if hub.revoked_since(self._mark, self.channels):
-                self.close("revoked")
+            if hub.revoked_since(self._mark, self.channels) and self.close("revoked"):
+                hub.count("revoked")
             return records
         except BaseException as error:
             # Whatever failed, the slot and the bus receivers are released.

@@ -160,6 +160,22 @@ def test_close_channel_ends_streams_long_polls_and_iterations(
         events.close_channel("no spaces")
 
 
+def test_a_subscription_revoked_while_it_opens_is_counted(
+    app: Flask, events: EventStream
+) -> None:
+    # close_channel while a subscription is between authorize and the bus
+    # (or in another thread, still replaying): it ends itself at the end of
+    # open, and the revocation counts it like those close_channel reached.
+    with app.app_context():
+        sub = events.subscribe("a", last_event_id=None)
+        events.close_channel("a")
+        assert events.stats()["counters"]["revoked"] == 0  # nothing was live
+        sub.open()
+        assert sub.wait(0) is None
+        assert events.stats()["counters"]["revoked"] == 1
+        assert events.stats()["connections"] == 0
+
+
 def test_close_channel_reaches_every_worker_through_redis(
     redis_server: RedisServer,
 ) -> None:
