@@ -109,7 +109,7 @@ def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
             for n in range(5):
                 args = [100, 0, "", f"b{n}\nsecond line", "0-0", "unused", 0]
                 append(keys=keys, args=args, client=pipe)
-            ids = [f"{k.decode()}-{e.decode()}" for k, e in pipe.execute()]
+            ids = [f"{r[0].decode()}-{r[1].decode()}" for r in pipe.execute()]
         events = [Event(f"b{n}\nsecond line", id=i).encode() for n, i in enumerate(ids)]
         expected = chunk(b"".join(events))
         assert raw.read_raw(len(expected)) == expected

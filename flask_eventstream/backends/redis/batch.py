@@ -14,12 +14,23 @@ wait, and the first of them sends the next.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import typing as t
 
 import redis
 from redis.commands.core import Script
+
+logger = logging.getLogger("flask_eventstream")
+
+
+class Sent(t.NamedTuple):
+    """One call of a pipeline that succeeded."""
+
+    keys: list[t.Any]
+    args: list[t.Any]
+    reply: t.Any
 
 
 class _Call:
@@ -43,12 +54,22 @@ class Batcher:
 
     :param timeout: the most seconds a caller waits for its turn and its
         pipeline (the connection's own timeouts come first).
+    :param sent: called by the caller that sent a pipeline, before any of
+        its callers returns, with the keys, arguments and reply of each call
+        that succeeded, in order.
     """
 
-    def __init__(self, client: redis.Redis, script: Script, timeout: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        script: Script,
+        timeout: float,
+        sent: t.Callable[[list[Sent]], None] | None = None,
+    ) -> None:
         self._client = client
         self._script = script
         self._timeout = timeout
+        self._sent = sent
         self._lock = threading.Lock()
         self._waiting: list[_Call] = []
         self._sending = False
@@ -88,6 +109,12 @@ class Batcher:
             batch, self._waiting = self._waiting, []
         try:
             self._send(batch)
+            if self._sent is not None:
+                done = [Sent(c.keys, c.args, c.reply) for c in batch if c.error is None]
+                try:
+                    self._sent(done)
+                except Exception:  # a bug: the appends are stored all the same
+                    logger.exception("Handling %d appends sent failed.", len(done))
         finally:
             for call in batch:
                 call.finished = True

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import itertools
 import logging
-import operator
 import threading
 import time
 import typing as t
+from operator import itemgetter
 
 import redis
 
 from ...errors import BackendUnavailable
 from ...ids import Cursor
 from ...ids import Key
+from ...ids import Record
 from ...ids import Run
 from .codec import Entry
 from .codec import parse_message
+from .own import OwnEvents
 from .recovery import COUNT
 from .recovery import Recovery
 
@@ -43,7 +45,7 @@ MAX_BACKOFF = 5.0
 SETUP_TIMEOUT = 10.0
 
 
-class Listener(Recovery):
+class Listener(Recovery, OwnEvents):
     """Receives the events of this worker's channels and control messages.
 
     :param connection: the listener's own connection, not yet connected.
@@ -88,6 +90,8 @@ class Listener(Recovery):
         #: The stream of that entry (``None``: not an entry, a head read).
         self.seen_stream: bytes | None = None
         self.lock = threading.Lock()
+        self.delivering = threading.Lock()
+        self.dispatching = False
         #: Sends on the connection (subscriptions come from request threads).
         self.sending = threading.Lock()
         self.connected = False
@@ -282,12 +286,13 @@ class Listener(Recovery):
         """Hand entries, in id order, to the worker a run at a time."""
         if not entries:
             return
-        newest = entries[-1]
-        if newest.record.key > self.seen:
-            self.seen, self.seen_stream = newest.record.key, newest.stream
-        # Consecutive events of one channel go to its clients as one run.
-        for stream, items in itertools.groupby(entries, key=operator.itemgetter(0)):
-            with self.lock:
+        runs: list[tuple[bytes, Key | None, list[Record]]] = []
+        with self.lock:
+            newest = entries[-1]
+            if newest.record.key > self.seen:
+                self.seen, self.seen_stream = newest.record.key, newest.stream
+            # Consecutive events of one channel go to its clients as one run.
+            for stream, items in itertools.groupby(entries, key=itemgetter(0)):
                 cursor = self.cursors.get(stream)
                 records = [
                     e.record for e in items if cursor is None or e.record.key > cursor
@@ -298,20 +303,34 @@ class Listener(Recovery):
                     # Before delivering: a client that joins meanwhile starts
                     # after these (see RedisBackend.head_for).
                     self.cursors[stream] = records[-1].key
-            if cursor is not None:
-                # Delivered all the same: a client that read history up to
-                # them since needs them.
-                self.missed(stream, cursor, records[0])
-            try:
-                if stream == self.control:
-                    for record in records:
-                        self.revoke(record.event.data)
-                else:
+                runs.append((stream, cursor, records))
+            # A publisher's own events wait for these (see the own module).
+            self.dispatching = bool(runs)
+        try:
+            for stream, cursor, records in runs:
+                self._deliver(stream, cursor, records)
+        finally:
+            with self.lock:
+                self.dispatching = False
+
+    def _deliver(
+        self, stream: bytes, cursor: Key | None, records: list[Record]
+    ) -> None:
+        if cursor is not None:
+            # Delivered all the same: a client that read history up to
+            # them since needs them.
+            self.missed(stream, cursor, records[0])
+        try:
+            if stream == self.control:
+                for record in records:
+                    self.revoke(record.event.data)
+            else:
+                with self.delivering:
                     self.deliver(Run(records[0].channel, records))
-            except Exception:  # pragma: no cover - a bug
-                # Each run on its own: a failure in one reaches no other.
-                logger.exception(
-                    "Delivering %d events of %r failed.",
-                    len(records),
-                    records[0].channel or "(control)",
-                )
+        except Exception:  # pragma: no cover - a bug
+            # Each run on its own: a failure in one reaches no other.
+            logger.exception(
+                "Delivering %d events of %r failed.",
+                len(records),
+                records[0].channel or "(control)",
+            )

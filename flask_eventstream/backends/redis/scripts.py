@@ -11,7 +11,8 @@ atomic: each runs as one command, so no other client comes between its steps.
 #: (``p``), trims, and sets the expiry. It publishes the entry on the pub/sub
 #: channel named like the stream, for the listeners (see
 #: :func:`.codec.parse_message`): in the same step, so messages go out in id
-#: order. It returns the key and epoch.
+#: order. It returns the key and epoch, the key before it in the sequence
+#: (``0-0`` for none) and the key before it on its channel.
 #:
 #: With an idempotency window (``ARGV[7]`` milliseconds, ``KEYS[4]`` the
 #: key's record), an event stored under that key within the window is
@@ -73,7 +74,7 @@ end
 local nl = '\\n'
 redis.call('PUBLISH', KEYS[1],
            id .. nl .. prev .. nl .. epoch .. nl .. ARGV[3] .. nl .. ARGV[4])
-return {id, epoch}
+return {id, epoch, stored or '0-0', prev}
 """
 
 #: Names the store's epoch if it has none; returns it with the newest key.

@@ -21,7 +21,6 @@ from ...errors import PublishError
 from ...ids import by_key
 from ...ids import Cursor
 from ...ids import CursorProblem
-from ...ids import format_id
 from ...ids import format_key
 from ...ids import Key
 from ...ids import new_epoch
@@ -78,7 +77,6 @@ class RedisBackend(RedisPresence, Backend):
         pool = connector.pool(pool_size, timeout=5)
         self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
         script = self.redis.register_script(APPEND_SCRIPT)
-        self._append = Batcher(self.redis, script, timeout=10)  # see the batch module
         self._head = self.redis.register_script(HEAD_SCRIPT)
         self._renew = self.redis.register_script(RENEW_SCRIPT)
         self._lock = threading.Lock()
@@ -100,6 +98,10 @@ class RedisBackend(RedisPresence, Backend):
             lambda channel: self.revoke(channel),
             lambda channel, reason: self.lost(channel, reason),
         )
+        # Each pipeline of appends goes to this worker's clients at once, as
+        # far as it can (see the batch and own modules).
+        sent = self._listener.deliver_own
+        self._append = Batcher(self.redis, script, timeout=10, sent=sent)
 
     def _key(self, channel: str) -> str:
         return f"{self.prefix}stream:{channel}"
@@ -112,9 +114,9 @@ class RedisBackend(RedisPresence, Backend):
         keep: tuple[int, float | None],
         event: Event,
         once: Once | None = None,
-    ) -> tuple[Cursor, Event | None]:
-        """Run the append script; return the new cursor, and the first event
-        where ``once`` names one stored within its window.
+    ) -> tuple[Cursor, list[t.Any]]:
+        """Run the append script; return the new cursor, and the script's
+        reply (see APPEND_SCRIPT).
         """
         maxlen, ttl = keep
         ttl_ms = int(ttl * 1000) if ttl else 0
@@ -139,28 +141,23 @@ class RedisBackend(RedisPresence, Backend):
         )
         cursor = Cursor(key_of(reply[0]), reply[1].decode())
         self._saw(cursor)
-        if len(reply) == 2:
-            return cursor, None
-        data, type_ = reply[3].decode(), reply[4].decode()
-        return cursor, Event(data, type_ or None, str(cursor))
+        return cursor, reply
 
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
+        stream = self._key(channel)
         try:
-            (key, epoch), first = self._store(
-                self._key(channel), self.retention(channel), event, once
-            )
+            cursor, reply = self._store(stream, self.retention(channel), event, once)
         except redis.RedisError as error:
             raise PublishError(
                 f"Redis could not store the event on {channel!r}: {error}"
             ) from error
-        if first is not None:
-            record = Record(channel, key, first)
+        if len(reply) == 5:  # a repeat: the first event, and nothing stored
+            first = Event(reply[3].decode(), reply[4].decode() or None, str(cursor))
+            record = Record(channel, cursor.key, first)
             record.repeat = True
             return record
-        # Delivered to this worker's clients by its listener, like everyone's.
-        return Record(
-            channel, key, Event(event.data, event.event, format_id(key, epoch))
-        )
+        stored = Event(event.data, event.event, str(cursor))
+        return Record(channel, cursor.key, stored, key_of(reply[3]))
 
     def close_channel(self, channel: str) -> None:
         try:
