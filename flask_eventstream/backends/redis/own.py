@@ -6,8 +6,8 @@ For an event published by this worker, that is one more hop than needed
 (the publisher already holds the event and its id when the script returns),
 and it is most of what the Redis backend's latency adds to the memory one.
 
-So each pipeline of appends (see the batch module) is delivered at once by
-the caller that sent it, before any publisher of it returns, as far as
+So each pipeline of appends (see the batch module) is delivered by the
+caller that sent it as soon as its publishers have their replies, as far as
 nothing can come before: the listener has delivered every entry up to the
 one before the first (the script returns that key), is not in the middle of
 delivering more, and reads the same store; and each next entry follows the
