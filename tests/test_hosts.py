@@ -97,8 +97,9 @@ def test_two_hosts_2000_streams_and_a_rolling_restart(
             sent = publish(hosts[0], 10, 0)
             ran = commands.since()
             # One script per event from the publisher (a few more: the
-            # workers' presence); no worker reads anything per event.
-            assert 10 * CHANNELS <= ran["evalsha"] < 10 * CHANNELS + 20, ran
+            # workers' presence, which flushes and renews on its own timer:
+            # 21 more in one slow run); no worker reads anything per event.
+            assert 10 * CHANNELS <= ran["evalsha"] < 10 * CHANNELS + 40, ran
             assert ran.get("xread", 0) == ran.get("xrange", 0) == 0, ran
             events = 10 * CHANNELS
             # Round trips (the scripts), and every command Redis ran (those

@@ -59,13 +59,19 @@ class Recovery:
         """While quiet, and after a reconnect: a store emptied, or one that
         lost what this worker saw, shows within :data:`IDLE` seconds.
         """
+        # The epoch known before the read: the first listen names the store's
+        # epoch and sets it meanwhile, and a read from before that names none.
+        with self.lock:
+            known = self.epoch
+        if known is None:
+            return  # nothing to compare with yet
         raw_last, raw_epoch = self.client.mget(self.last_key, self.epoch_key)
         epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else None
-        if epoch is not None and epoch == self.epoch:
+        if epoch is not None and epoch == known:
             behind = key_of(raw_last) < self.seen
             if behind or (reconnected and self.seen_lost()):
                 epoch = self.renew(epoch, self.seen, True) or None
-                if epoch != self.epoch:
+                if epoch != known:
                     logger.error(
                         "The Redis store lost events this worker had seen (up"
                         " to %s): a failover to a replica that never got them,"
@@ -73,7 +79,7 @@ class Recovery:
                         " now: clients resume with a reset, not a gap.",
                         format_key(self.seen),
                     )
-        if epoch != self.epoch and self.epoch is not None:
+        if epoch != known:
             self.new_epoch(epoch)
 
     def seen_lost(self) -> bool:
