@@ -31,7 +31,7 @@ from ...ids import Record
 from ...ids import Run
 from ...wire import Event
 from .batch import Sent
-from .codec import key_of
+from .codec import appended
 
 
 class OwnEvents:
@@ -62,16 +62,16 @@ class OwnEvents:
                 if self.dispatching:
                     return
                 for keys, args, reply in sent:
-                    if len(reply) != 4:
+                    stored = appended(reply)
+                    if stored is None:
                         continue  # a repeat: nothing stored
-                    key, epoch = key_of(reply[0]), reply[1].decode()
-                    if key_of(reply[2]) != self.seen or epoch != self.epoch:
+                    key, epoch, before, prev = stored
+                    if before != self.seen or epoch != self.epoch:
                         break
                     stream = keys[0] if isinstance(keys[0], bytes) else keys[0].encode()
                     channel = self.channels.get(stream)
                     if channel is not None:
                         cursor = self.cursors.get(stream)
-                        prev = key_of(reply[3])
                         if stream == self.control or cursor is None or prev > cursor:
                             break  # the listener revokes; being set up; a gap
                         # Before delivering: a client that joins meanwhile

@@ -30,6 +30,7 @@ from ...wire import Event
 from ..base import Backend
 from ..base import Once
 from .batch import Batcher
+from .codec import appended
 from .codec import key_of
 from .codec import record_of
 from .connect import Connector
@@ -151,13 +152,14 @@ class RedisBackend(RedisPresence, Backend):
             raise PublishError(
                 f"Redis could not store the event on {channel!r}: {error}"
             ) from error
-        if len(reply) == 5:  # a repeat: the first event, and nothing stored
+        stored = appended(reply)
+        if stored is None:  # a repeat: the first event, and nothing stored
             first = Event(reply[3].decode(), reply[4].decode() or None, str(cursor))
             record = Record(channel, cursor.key, first)
             record.repeat = True
             return record
-        stored = Event(event.data, event.event, str(cursor))
-        return Record(channel, cursor.key, stored, key_of(reply[3]))
+        event = Event(event.data, event.event, str(cursor))
+        return Record(channel, cursor.key, event, stored.prev)
 
     def close_channel(self, channel: str) -> None:
         try:
