@@ -34,15 +34,23 @@ def parked(server: Server) -> bool:
 
 def test_idle_streams_hold_no_greenlet(server: Server) -> None:
     before = server.debug()["greenlets"]
+    tracked = server.debug()["tracked"]
     streams = [RawStream(server.url, "/stream/idle").read_head() for _ in range(200)]
     try:
         for raw in streams:
             raw.skip_opening()
         found = server.wait_for(lambda stats: stats["channels"].get("idle") == 200)
         assert found["connections"] >= 200
-        greenlets = server.debug()["greenlets"]
+        debug = server.debug()
+        greenlets = debug["greenlets"]
         if parked(server):
             assert greenlets < before + 20, (before, greenlets)
+            # A full collection visits every object the collector tracks, so
+            # its pause grows with what each idle stream keeps: 14.6 here,
+            # 20.6 when the writer and its timer took bound callbacks of
+            # their own and the stream kept its options.
+            per_stream = (debug["tracked"] - tracked) / 200
+            assert per_stream <= 16, per_stream
         else:  # the contrast: a greenlet each
             assert greenlets >= before + 200, (before, greenlets)
         # Parked or not, each one is served: an event reaches all of them.

@@ -16,6 +16,12 @@ from flask import request
 from ..hub import Hub
 
 
+class Parker(t.Protocol):
+    """What a waiting body hands its connection to: its stream's writer."""
+
+    def park(self, deadline: float) -> bool: ...
+
+
 class Body:
     """A response body that can be ended from another thread.
 
@@ -35,7 +41,7 @@ class Body:
         "_busy",
         "_hub",
         "retry",
-        "park",
+        "parker",
         "handed_over",
         "name",
         "sse",
@@ -67,7 +73,7 @@ class Body:
         self.retry = retry
         #: Takes the connection from the server when the body waits (it
         #: yields the time its heartbeat is due): see the parking module.
-        self.park: t.Callable[[float], bool] | None = None
+        self.parker: Parker | None = None
         #: The server let go of the body: :meth:`close` is not the end.
         self.handed_over = False
         #: What the stream serves, for the log.
@@ -101,7 +107,7 @@ class Body:
         chunk = self.advance()
         while not isinstance(chunk, bytes):
             # The stream waits with nothing to send: let the server go.
-            if self.park is not None and self.park(chunk):
+            if self.parker is not None and self.parker.park(chunk):
                 raise StopIteration
             self.end("closed")  # it cannot wait here, nor be taken over
             chunk = self.advance()

@@ -47,6 +47,16 @@ def capture_start_response(wsgi_app: WSGIApp) -> WSGIApp:
     return app
 
 
+class Holder(t.Protocol):
+    """What takes a waiting stream's connection over from the server: the
+    worker's :class:`~flask_eventstream.http.parking.Parking`.
+    """
+
+    def take(self, writer: DirectWriter, deadline: float) -> bool: ...
+
+    def wake(self, writer: DirectWriter) -> None: ...
+
+
 class DirectWriter:
     """Writes whole events to one client's socket without blocking: the
     :class:`~flask_eventstream.sink.Sink` of a stream.
@@ -58,7 +68,7 @@ class DirectWriter:
 
     # fmt: off
     __slots__ = (
-        "_response", "_chunked", "raw", "body", "pending", "on_wake", "woken",
+        "_response", "_chunked", "raw", "body", "pending", "holder", "woken",
     )
     # fmt: on
 
@@ -72,9 +82,10 @@ class DirectWriter:
         self.body: Body | None = None
         #: What a write left unsent; the stream sends it before anything else.
         self.pending: memoryview | None = None
-        #: Called when the subscription has something for the stream to do
-        #: (set once the stream is parked).
-        self.on_wake: t.Callable[[DirectWriter], None] | None = None
+        #: What parks the stream while it waits, if anything may. A shared
+        #: object, not a callback bound to this writer: a worker holds
+        #: thousands of these, and each object is work for the collector.
+        self.holder: Holder | None = None
         #: Woken while it was not parked (see the parking module).
         self.woken = False
 
@@ -130,12 +141,18 @@ class DirectWriter:
             self.pending = memoryview(data)[sent:]
         return True
 
+    def park(self, deadline: float) -> bool:
+        """Hand the stream's connection to its :attr:`holder` until
+        ``deadline`` (``time.monotonic()``); ``False`` if it cannot be.
+        """
+        return self.holder is not None and self.holder.take(self, deadline)
+
     def wake(self) -> None:
         """The subscription has something for the stream: resume it if it is
-        parked. Never waits.
+        held (parked, or running since). Never waits.
         """
-        if self.on_wake is not None:
-            self.on_wake(self)
+        if self.holder is not None and self._response is None:  # detached
+            self.holder.wake(self)
 
     def flush(self) -> bool:
         """Send what is pending, waiting as a stream's write does; return

@@ -51,6 +51,8 @@ class Parking:
         self.timers: dict[DirectWriter, t.Any] = {}
         #: Every stream handed over and not yet finished (parked or running).
         self.held: set[DirectWriter] = set()
+        # One bound method for every timer, not one made per timer.
+        self._wake = self.wake
         atexit.register(self.close_all)
 
     @classmethod
@@ -68,7 +70,6 @@ class Parking:
         body = writer.body
         if body is None or not writer.detach():
             return False
-        writer.on_wake = self.wake
         body.moved(writer.raw)
         self.held.add(writer)
         self.park(writer, deadline)
@@ -87,7 +88,7 @@ class Parking:
         delay = max(deadline - time.monotonic(), 0.0) + 0.001
         timer = self._loop.timer(delay)
         self.timers[writer] = timer
-        timer.start(self.wake, writer)
+        timer.start(self._wake, writer)
 
     def wake(self, writer: DirectWriter) -> None:
         """Resume ``writer``'s stream if it is parked: called by its

@@ -8,7 +8,6 @@ browser's ``open`` event does not wait for the first event.
 
 from __future__ import annotations
 
-import functools
 import time
 import typing as t
 
@@ -117,7 +116,8 @@ def stream_response(
     if writer is not None:
         # An idle stream waits parked, without its greenlet (see parking).
         writer.body = body
-        body.park = functools.partial(Parking.here().take, writer)
+        writer.holder = Parking.here()
+        body.parker = writer
     sub.serve(writer, body.drop)
     return sse_response(body, hub, headers)
 
@@ -145,7 +145,8 @@ def _subscription_body(
                 yield from chunks(records)
         else:
             yield chunk
-        del records, chunk  # a parked stream keeps nothing of its replay
+        # A parked stream keeps nothing of its replay, nor its options.
+        del records, chunk, options
         last_write = time.monotonic()
         while True:
             remaining = last_write + heartbeat - time.monotonic()

@@ -138,19 +138,27 @@ class Listener(Recovery, OwnEvents):
                     self.thread.start()
             if owner:
                 self._send("SUBSCRIBE", key)  # else the next connect does
-        # Whatever is published once Redis confirms reaches this worker.
-        timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
-        if not ready.wait(timeout) or key not in self.channels:
-            raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
-        if owner:
-            head = self.head()
-            with self.lock:
-                if self.epoch is None:
-                    self.epoch = head.epoch
-                if key in self.channels:
-                    self.cursors.setdefault(key, head.key)
-                # Subscribed with the first channel, and never unsubscribed.
-                self.cursors.setdefault(self.control, head.key)
+        try:
+            # Whatever is published once Redis confirms reaches this worker.
+            timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
+            if not ready.wait(timeout) or key not in self.channels:
+                raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
+            if owner:
+                head = self.head()
+                with self.lock:
+                    if self.epoch is None:
+                        self.epoch = head.epoch
+                    if key in self.channels:
+                        self.cursors.setdefault(key, head.key)
+                    # Subscribed with the first channel, and never unsubscribed.
+                    self.cursors.setdefault(self.control, head.key)
+        finally:
+            if owner:
+                # Listening (the cursor says so from now on), or failed: then
+                # the next listen starts over. An idle channel keeps no event.
+                with self.lock:
+                    if self.confirmed.get(key) is ready:
+                        del self.confirmed[key]
 
     def unlisten(self, key: bytes) -> None:
         with self.sending:
