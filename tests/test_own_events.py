@@ -129,3 +129,57 @@ def test_concurrent_publishers_in_two_workers_deliver_once_in_order(
         got = [id for id, _ in received(sub, len(expected))]
         assert got == expected
         assert sub.wait(0.1) == []
+
+
+def test_a_listened_channel_keeps_no_setup_state(redis_server: RedisServer) -> None:
+    """Once a worker listens to a channel, only its cursor stays: the event
+    its first subscription waited on for Redis's confirmation is let go (a
+    worker may listen to thousands of channels, each an object more for the
+    collector), and the channel still gets its events.
+    """
+    (app, events), (other, other_events) = workers(redis_server, 2)
+    listener = events.hub_for(app).backend._listener  # type: ignore[attr-defined]
+    channels = [f"setup-{n}" for n in range(20)]
+    subs = [subscribe(app, events, channel) for channel in channels]
+    try:
+        assert listener.confirmed == {}
+        assert len(listener.cursors) == len(channels) + 1  # and the control stream
+        ids = [publish(other, other_events, channel, channel) for channel in channels]
+        for sub, channel, id_ in zip(subs, channels, ids, strict=True):
+            assert received(sub, 1) == [(id_, channel)]
+    finally:
+        for sub in subs:
+            sub.close()
+    assert listener.confirmed == {}
+    assert list(listener.cursors) == [listener.control]  # unlistened
+
+
+def test_a_check_of_the_store_that_races_an_own_publish_resets_nothing(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listener checks the store while quiet: its newest key must not be
+    below what the worker saw. A publish of this worker that lands between
+    that read and the comparison advances what the worker saw past what the
+    read found; that is no lost write, and must not start a new epoch (which
+    would send every client of every worker a reset).
+    """
+    ((app, events),) = workers(redis_server, 1)
+    sub = subscribe(app, events, "quiet")
+    first = publish(app, events, "quiet", "first")
+    assert received(sub, 1) == [(first, "first")]
+    listener = events.hub_for(app).backend._listener  # type: ignore[attr-defined]
+    epoch = listener.epoch
+    read = listener.client.mget
+    between: list[str] = []
+
+    def read_then_publish(*keys: t.Any) -> t.Any:
+        found = read(*keys)
+        if not between:
+            between.append("")  # (once: the publish may read too)
+            between[0] = publish(app, events, "quiet", "between")
+        return found
+
+    monkeypatch.setattr(listener.client, "mget", read_then_publish)
+    listener.check_store()
+    assert between and listener.epoch == epoch
+    assert received(sub, 1) == [(between[0], "between")]

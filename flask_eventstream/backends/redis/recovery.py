@@ -59,39 +59,46 @@ class Recovery:
         """While quiet, and after a reconnect: a store emptied, or one that
         lost what this worker saw, shows within :data:`IDLE` seconds.
         """
-        # The epoch known before the read: the first listen names the store's
-        # epoch and sets it meanwhile, and a read from before that names none.
+        # What was known before the read. The first listen names the store's
+        # epoch meanwhile, and a read from before that names none. And a
+        # publisher of this worker advances ``seen`` meanwhile (see the own
+        # module), past the newest key this read found: only a store that
+        # is behind what was seen before the read has lost writes.
         with self.lock:
-            known = self.epoch
+            known, seen, seen_stream = self.epoch, self.seen, self.seen_stream
         if known is None:
             return  # nothing to compare with yet
         raw_last, raw_epoch = self.client.mget(self.last_key, self.epoch_key)
         epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else None
         if epoch is not None and epoch == known:
-            behind = key_of(raw_last) < self.seen
-            if behind or (reconnected and self.seen_lost()):
-                epoch = self.renew(epoch, self.seen, True) or None
+            behind = key_of(raw_last) < seen
+            gone = not behind and reconnected and self.seen_lost(seen, seen_stream)
+            if behind or gone:
+                # The script looks again, at once with what it changes: a
+                # new epoch only if the store is still behind (or the entry
+                # was found gone).
+                epoch = self.renew(epoch, seen, gone) or None
                 if epoch != known:
                     logger.error(
                         "The Redis store lost events this worker had seen (up"
                         " to %s): a failover to a replica that never got them,"
                         " or a restart from an old snapshot. It has a new epoch"
                         " now: clients resume with a reset, not a gap.",
-                        format_key(self.seen),
+                        format_key(seen),
                     )
         if epoch != known:
             self.new_epoch(epoch)
 
-    def seen_lost(self) -> bool:
-        """Whether the newest entry this listener received is gone from its
-        stream, and not by trimming: the store lost writes, even if new ones
-        have since taken the sequence past it. (A replica holds a prefix of
-        its primary's writes: if that entry is there, all it saw is.)
+    def seen_lost(self, seen: Key, stream: bytes | None) -> bool:
+        """Whether entry ``seen`` (the newest this listener received, of
+        ``stream``) is gone from its stream, and not by trimming: the store
+        lost writes, even if new ones have since taken the sequence past it.
+        (A replica holds a prefix of its primary's writes: if that entry is
+        there, all it saw is.)
         """
-        stream = self.seen_stream
         if stream is None:
             return False
-        at = format_key(self.seen)
+        at = format_key(seen)
         with self.client.pipeline(transaction=False) as pipe:
             pipe.xrange(stream, min=at, max=at)
             pipe.xinfo_stream(stream)
@@ -106,7 +113,7 @@ class Recovery:
             or (first_entry[0] if first_entry else None)
         )
         deleted = key_of(info.get("max-deleted-entry-id"))
-        return bool(first_entry) and first < self.seen and deleted < self.seen
+        return bool(first_entry) and first < seen and deleted < seen
 
     def catch_up(self) -> None:
         """Read from the streams what the listener missed, in id order."""
