@@ -74,10 +74,10 @@ class Recovery:
             behind = key_of(raw_last) < seen
             gone = not behind and reconnected and self.seen_lost(seen, seen_stream)
             if behind or gone:
-                # The script looks again, at once with what it changes: a
-                # new epoch only if the store is still behind (or the entry
-                # was found gone).
-                epoch = self.renew(epoch, seen, gone) or None
+                # Either is a loss: the newest key only grows otherwise, and
+                # it was read after ``seen``. So the new epoch is forced, even
+                # if new writes take the store past ``seen`` meanwhile.
+                epoch = self.renew(epoch, seen, True) or None
                 if epoch != known:
                     logger.error(
                         "The Redis store lost events this worker had seen (up"
