@@ -23,7 +23,7 @@ from .ids import Run
 logger = logging.getLogger("flask_eventstream")
 
 #: What a subscription connects: called with each run of the channel's events.
-Receiver = t.Callable[[Run], None]
+Receiver = t.Callable[[Run], object]
 
 
 class Bus:

@@ -15,18 +15,7 @@ import select
 import socket
 import typing as t
 
-try:  # under gevent's monkey-patching: the real ones, called with timeout 0
-    from gevent.monkey import get_original
-
-    _poll = get_original("select", "poll")
-    try:
-        # Not select.epoll: monkey-patching removes it from the module.
-        _epoll = get_original("select", "epoll")
-    except AttributeError:  # pragma: no cover - not Linux
-        _epoll = None
-except ImportError:  # pragma: no cover - without gevent
-    _poll = getattr(select, "poll", None)
-    _epoll = getattr(select, "epoll", None)
+from .server import poller
 
 _RDHUP: int = getattr(select, "POLLRDHUP", 0)
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL | _RDHUP
@@ -52,8 +41,7 @@ class Departures(t.Generic[T]):
             self._pid = os.getpid()
             self._owners.clear()
             self._fds.clear()
-            factory = _epoll or _poll
-            self._poller = factory() if factory is not None else None
+            self._poller = poller()
         if self._poller is None or sock is None:
             return
         try:

@@ -16,13 +16,13 @@ from .backends.base import Once
 from .cli import eventstream_cli
 from .errors import PublishError
 from .http import blueprint
-from .http import capture_start_response
 from .http import make_token
 from .http import open_subscription
 from .http import preflight
 from .http import request_cursor
 from .http import undecorated
 from .hub import Hub
+from .server import capture_start_response
 from .settings import check_channel
 from .settings import check_publish
 from .settings import DEFAULTS

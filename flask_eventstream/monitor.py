@@ -33,9 +33,11 @@ import typing as t
 import weakref
 
 from .departures import Departures
+from .server import graceful_timeout
+from .server import gunicorn_worker
 from .settings import Settings
 from .setup_checks import check_server
-from .setup_checks import gunicorn_worker
+from .signals import EndReason
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -63,12 +65,15 @@ class Watched(t.Protocol):
     writing_since: float | None
     #: The client's socket, if the server exposes it.
     socket: t.Any
-    #: When its subscriber token expires (Unix time), if it has one.
-    expires: float | None
 
-    def end(self, reason: str) -> None: ...
+    def end(self, reason: EndReason) -> None: ...
 
-    def abort(self, reason: str) -> None: ...
+    def abort(self, reason: EndReason) -> None: ...
+
+
+#: What ends something at a deadline: a stream's ``end``, a subscription's
+#: ``close``.
+Ender = t.Callable[[EndReason], object]
 
 
 #: Called with this worker's figures every :data:`REPORT_PERIOD` seconds.
@@ -97,12 +102,19 @@ class Monitor:
         self.departures: Departures[Watched] = Departures()
         self.stopping = False
         self._lock = threading.Lock()
-        # When each stream with a lifetime or a token is due to end: the
-        # monitor looks at those due, not at every stream four times a second.
-        self._deadlines: list[tuple[float, int, weakref.ref[Watched]]] = []
+        # When each stream with a lifetime and each subscription with a token
+        # is due to end: the monitor looks at those due, not at every stream
+        # four times a second.
+        self._deadlines: list[
+            tuple[float, int, weakref.WeakMethod[Ender], EndReason]
+        ] = []
         self._order = itertools.count()
         self._scanned = 0.0
         self._running = False
+        #: When gunicorn stops this worker: the streams still writing an
+        #: event are cut before it kills them (it would write an error
+        #: response into the event).
+        self._cut_at: float | None = None
         self._pid = 0
         self._checked = 0  # the pid whose server was checked
 
@@ -111,19 +123,30 @@ class Monitor:
         request that came on a kept-alive connection after the stop).
         """
         if self.stopping:
-            body.end("shutdown")
+            body.end(EndReason.SHUTDOWN)
         with self._lock:
             self.bodies.add(body)
             self.departures.add(body, body.socket)
-            deadline = self._deadline(body)
-            if deadline is not None:
-                entry = (deadline, next(self._order), weakref.ref(body))
-                heapq.heappush(self._deadlines, entry)
+        lifetime = self.settings.max_lifetime
+        if lifetime is not None and body.sse:
+            self._schedule(body.end, body.started + lifetime, EndReason.LIFETIME)
         if not self._running or self._pid != os.getpid():
             self._start()
         if self._checked != os.getpid():
             self._checked = os.getpid()  # once per worker, at its first stream
             check_server(self.settings.backend_url)
+
+    def expire(self, end: Ender, at: float) -> None:
+        """Call ``end("expired")`` at ``at`` (Unix time): a subscriber
+        token's expiry, for whatever serves the subscription.
+        """
+        self._schedule(end, time.monotonic() + at - time.time(), EndReason.EXPIRED)
+
+    def _schedule(self, end: Ender, when: float, reason: EndReason) -> None:
+        # A weak reference: an ended stream is not kept until its deadline.
+        entry = (when, next(self._order), weakref.WeakMethod(end), reason)
+        with self._lock:
+            heapq.heappush(self._deadlines, entry)
 
     def moved(self, body: Watched) -> None:
         """Watch ``body``'s new socket (its connection was taken over)."""
@@ -143,7 +166,7 @@ class Monitor:
         self.stopping = True
         bodies = self.bodies.copy()
         for body in bodies:
-            body.end("shutdown")
+            body.end(EndReason.SHUTDOWN)
         return len(bodies)
 
     def _start(self) -> None:
@@ -166,6 +189,9 @@ class Monitor:
             if worker is not None and not worker.alive and not self.stopping:
                 count = self.shutdown()
                 logger.info("The worker is stopping: ended its %d open streams.", count)
+                grace = graceful_timeout()
+                if grace is not None:
+                    self._cut_at = time.monotonic() + grace / 2
             with self._lock:
                 if not self.bodies:
                     # Started again by the next stream; no thread per idle app.
@@ -175,7 +201,7 @@ class Monitor:
                 with self._lock:
                     gone = self.departures.gone()
                 for body in gone:
-                    body.end("closed")  # its client left: free the slot now
+                    body.end(EndReason.CLOSED)  # its client left: free the slot
                 now = time.monotonic()
                 self.check(now)
                 if now - reported >= REPORT_PERIOD:
@@ -201,31 +227,22 @@ class Monitor:
             except Exception as error:  # a report is best effort, never fatal
                 logger.debug("Could not report this worker's figures: %s", error)
 
-    def _deadline(self, body: Watched) -> float | None:
-        """When ``body`` ends by itself (``time.monotonic()``), if it does."""
-        lifetime = self.settings.max_lifetime
-        ends = []
-        if lifetime is not None and body.sse:
-            ends.append(body.started + lifetime)
-        if body.expires is not None:
-            ends.append(time.monotonic() + body.expires - time.time())
-        return min(ends, default=None)
-
     def check(self, now: float) -> None:
-        """End the streams past their lifetime or their token's expiry, and
-        those whose write is blocked past the send timeout.
+        """End what is past its deadline (a stream's lifetime, a token's
+        expiry), and the streams whose write is blocked past the send timeout.
         """
-        wall = time.time()
         while self._deadlines and self._deadlines[0][0] <= now:
             with self._lock:
-                _, _, ref = heapq.heappop(self._deadlines)
-            body = ref()
-            if body is None or body not in self.bodies:
-                continue  # it ended before
-            if body.expires is not None and wall >= body.expires:
-                body.end("expired")
-            else:
-                body.end("lifetime")
+                _, _, ref, reason = heapq.heappop(self._deadlines)
+            end = ref()
+            if end is not None:
+                end(reason)  # a no-op if it ended before
+        if self._cut_at is not None and now >= self._cut_at:
+            # Half the graceful timeout after the stop, what still runs is
+            # inside a write that will not finish in time: cut it there.
+            self._cut_at = None
+            for body in self.bodies.copy():
+                body.abort(EndReason.SHUTDOWN)
         # Blocked writes: a pass over every stream a few times per send
         # timeout (at most every SCAN seconds), yielding between slices.
         send_timeout = self.settings.send_timeout
@@ -239,7 +256,7 @@ class Monitor:
                 time.sleep(0)
             since = body.writing_since
             if since is not None and now - since > send_timeout:
-                body.abort("stalled")
+                body.abort(EndReason.STALLED)
 
 
 def worker_name() -> str:

@@ -8,23 +8,10 @@ exactly what the user wants. ``docs/deploying.rst`` has the table of servers.
 from __future__ import annotations
 
 import logging
-import signal
-import typing as t
+
+from .server import gunicorn_worker
 
 logger = logging.getLogger("flask_eventstream")
-
-
-def gunicorn_worker() -> t.Any:
-    """Return the gunicorn worker serving this process, or ``None``.
-
-    Gunicorn installs ``worker.handle_exit`` as the worker's ``SIGTERM``
-    handler; reading a handler is allowed from any thread.
-    """
-    handler = signal.getsignal(signal.SIGTERM)
-    worker = getattr(handler, "__self__", None)
-    if worker is None or not type(worker).__module__.startswith("gunicorn."):
-        return None
-    return worker if hasattr(worker, "alive") else None
 
 
 def check_server(backend_url: str) -> list[str]:

@@ -16,6 +16,7 @@ publish, stream or listener that sent the signal goes on.
 
 from __future__ import annotations
 
+import enum
 import logging
 import typing as t
 
@@ -25,6 +26,48 @@ from blinker import Signal
 logger = logging.getLogger("flask_eventstream")
 
 _signals = Namespace()
+
+
+class EndReason(str, enum.Enum):
+    """Why a subscription or a stream ended: the ``reason`` of
+    :data:`client_disconnected`. A ``str``, so ``reason == "closed"`` holds.
+    """
+
+    #: The client left, or the stream ended by itself.
+    CLOSED = "closed"
+    #: Its queue filled: the client fell too far behind.
+    OVERFLOW = "overflow"
+    #: :meth:`~flask_eventstream.EventStream.close_channel`.
+    REVOKED = "revoked"
+    #: The worker is stopping.
+    SHUTDOWN = "shutdown"
+    #: ``EVENTSTREAM_MAX_LIFETIME``.
+    LIFETIME = "lifetime"
+    #: The subscriber token it was admitted with expired.
+    EXPIRED = "expired"
+    #: A write to its client was blocked past ``EVENTSTREAM_SEND_TIMEOUT``.
+    STALLED = "stalled"
+    #: The backend could not be reached.
+    UNAVAILABLE = "unavailable"
+    #: Opening it failed otherwise; the error is raised where it was opened.
+    ERROR = "error"
+    #: This worker fell behind the channel's history.
+    LAGGED = "lagged"
+    #: This worker missed control messages.
+    CONTROL = "control"
+    #: The store was emptied.
+    EPOCH = "epoch"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def hinted(self) -> bool:
+        """Whether a stream so ended sends a last, jittered ``retry:`` hint:
+        its clients come back spread out, not in one burst.
+        """
+        return self in (EndReason.SHUTDOWN, EndReason.LIFETIME, EndReason.EXPIRED)
+
 
 #: Sent after an event is stored and handed to this worker's subscribers.
 #: Sender: the app. Keyword arguments: ``channel`` (str), ``event``
@@ -36,15 +79,11 @@ event_published = _signals.signal("event-published")
 client_connected = _signals.signal("client-connected")
 
 #: Sent when a subscription ends. Sender: the app. Keyword arguments:
-#: ``subscription``, ``reason``: ``"closed"`` (the client left or the stream
-#: ended), ``"overflow"`` (its queue filled), ``"revoked"``
-#: (:meth:`~flask_eventstream.EventStream.close_channel`), ``"shutdown"`` (the
-#: worker is stopping), ``"lifetime"`` (``EVENTSTREAM_MAX_LIFETIME``),
-#: ``"unavailable"`` (the backend could not be reached), ``"error"`` (opening
-#: it failed otherwise; the error is raised where it was opened), or, when
+#: ``subscription``, ``reason``: an :class:`EndReason` (a ``str``: ``"closed"``,
+#: ``"overflow"``, ``"revoked"``, ``"shutdown"``, ``"lifetime"``,
+#: ``"expired"``, ``"stalled"``, ``"unavailable"``, ``"error"``, or, when
 #: events may have been missed and the client must resume or reset,
-#: ``"lagged"`` (this worker fell behind the channel's history), ``"control"``
-#: (it missed control messages) or ``"epoch"`` (the store was emptied).
+#: ``"lagged"``, ``"control"`` or ``"epoch"``).
 client_disconnected = _signals.signal("client-disconnected")
 
 

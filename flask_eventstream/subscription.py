@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import enum
 import threading
 import typing as t
 
@@ -21,13 +22,52 @@ from .ids import Key
 from .ids import Record
 from .ids import Run
 from .replay import Replay
-from .sink import Sink
+from .signals import EndReason
 from .wire import Event
 
-# A generator view runs in a thread of its own; the subscriptions it opens
-# there are closed with it, so a waiting subscription never outlives its stream.
-opened_here: contextvars.ContextVar[list[Subscription] | None] = contextvars.ContextVar(
-    "eventstream_opened_here", default=None
+
+class Delivery(enum.Enum):
+    """What :meth:`Subscription.deliver` did with a run of events."""
+
+    #: Written to the client by its stream, at once (see :meth:`Consumer.offer`).
+    DELIVERED = "delivered"
+    #: Queued for its stream to send.
+    QUEUED = "queued"
+    #: The queue was full: the subscription ended, its client resumes later.
+    OVERFLOWED = "overflowed"
+    #: Nothing to do: already sent, or the subscription has ended.
+    IGNORED = "ignored"
+
+
+class Consumer(t.Protocol):
+    """What serves a subscription: its stream. Called from the publisher (or
+    the backend's listener): none of these waits or calls user code.
+    """
+
+    def offer(self, run: Run) -> bool:
+        """Write ``run`` to the client now, without waiting, while the stream
+        waits with nothing to send; whether it was taken (the stream sends
+        any rest itself). ``False`` leaves it to the queue.
+        """
+
+    def wake(self) -> None:
+        """Something was queued, or the subscription ended: resume."""
+
+    def drop(self) -> None:
+        """The queue overflowed: free the stream's write if it is blocked."""
+
+
+class Owner(t.Protocol):
+    """What runs code that may open subscriptions (a generator view), and
+    must close them when it stops.
+    """
+
+    def adopt(self, subscription: Subscription) -> None: ...
+
+
+#: The owner of the subscriptions opened in this context, if any.
+owner: contextvars.ContextVar[Owner | None] = contextvars.ContextVar(
+    "eventstream_owner", default=None
 )
 
 
@@ -39,13 +79,14 @@ class Subscription:
     generator view to get :class:`Event` objects: first the stored events after
     the cursor, then live ones, each once and in order.
 
-    It keeps nothing of the request: an open stream costs its queue and little
-    else.
+    It is the delivery engine: a cursor, a bounded queue, no duplicate, no
+    gap. It keeps nothing of the request, and knows nothing of sockets: an
+    open stream costs its queue and little else.
     """
 
     __slots__ = (  # fmt: skip
         "channels", "last_event_id", "hub", "member", "expires", "present",
-        "_queue", "_wake", "_high", "_closed", "_attached", "_on_drop", "_sink",
+        "_queue", "_signal", "_high", "_ended", "_attached", "_consumer",
         "_armed", "_replay", "_mark", "_rewind", "__weakref__",
     )
 
@@ -67,13 +108,12 @@ class Subscription:
         #: The app's live parts in this worker.
         self.hub = hub
         self._queue: collections.deque[Record] = collections.deque()
-        self._wake = threading.Event()
+        self._signal = threading.Event()
         self._high: Key = (0, 0)
-        #: Why the subscription ended (``None`` while it is live).
-        self._closed: str | None = None
+        self._ended: EndReason | None = None
         self._attached = False
-        self._on_drop: t.Callable[[], None] | None = None
-        self._sink: Sink | None = None
+        self._consumer: Consumer | None = None
+        #: Deliveries go to the consumer's offer (it waits, nothing queued).
         self._armed = False
         self._replay: Replay | None = Replay(hub, channels, last_event_id)
         #: The hub's revocation count before ``authorize`` ran for it.
@@ -82,7 +122,8 @@ class Subscription:
         self._rewind = rewind
         #: Who subscribes, as ``identify`` named them (``None``: anonymous).
         self.member = member
-        #: When the subscriber token it was admitted with expires (Unix time).
+        #: When the subscriber token it was admitted with expires (Unix
+        #: time): it ends then, with the reason ``"expired"``.
         self.expires = expires
         #: In presence: ``None`` from open, ``True`` now, ``False`` not (a lease).
         self.present: bool | None = None
@@ -100,28 +141,14 @@ class Subscription:
 
     # -- lifecycle --------------------------------------------------------
 
-    def serve(
-        self, sink: Sink | None = None, on_drop: t.Callable[[], None] | None = None
-    ) -> None:
-        """Called by the body that serves this subscription.
-
-        :param sink: where the publisher may write events itself while the
-            body waits with nothing queued.
-        :param on_drop: called when the queue overflows: shuts the connection
-            down if a write to it is blocked. It must not call user code.
-        """
-        self._sink = sink
-        self._on_drop = on_drop
+    def attach(self, consumer: Consumer) -> None:
+        """Serve this subscription with ``consumer`` (its stream)."""
+        self._consumer = consumer
 
     @property
-    def dropped(self) -> bool:
-        """Whether it ended because its queue overflowed (its client is cut off)."""
-        return self._closed == "overflow"
-
-    @property
-    def sink(self) -> Sink | None:
-        """The sink set by :meth:`serve`, until the subscription ends."""
-        return self._sink
+    def ended(self) -> EndReason | None:
+        """Why it ended, or ``None`` while it is live."""
+        return self._ended
 
     def open(self, limit: int | None = None) -> tuple[list[Record], str | None]:
         """Connect to the bus, then read what the client missed.
@@ -140,12 +167,14 @@ class Subscription:
         try:
             # All on the bus before a backend call: close() misses nothing.
             for channel in self.channels:
-                hub.bus.connect(channel, self._receive)
+                hub.bus.connect(channel, self.deliver)
             for channel in self.channels:
                 hub.backend.listen(channel)
-            running = opened_here.get()
+            running = owner.get()
             if running is not None:
-                running.append(self)
+                running.adopt(self)
+            if self.expires is not None:
+                hub.monitor.expire(self.close, self.expires)
             hub.send(signals.client_connected, subscription=self)
             records = self.replay(limit)
             if self.present is None:  # after the replay: it hears its own join
@@ -153,13 +182,15 @@ class Subscription:
                 hub.presence.enter(self.channels, self.member)
             # A close_channel that came while authorize ran (or before this
             # joined the bus) ended nothing here: end it now.
-            if hub.revoked_since(self._mark, self.channels) and self.close("revoked"):
+            if hub.revoked_since(self._mark, self.channels) and self.close(
+                EndReason.REVOKED
+            ):
                 hub.count("revoked")
             return records
         except BaseException as error:
             # Whatever failed, the slot and the bus receivers are released.
             unavailable = isinstance(error, BackendUnavailable)
-            self.close("unavailable" if unavailable else "error")
+            self.close(EndReason.UNAVAILABLE if unavailable else EndReason.ERROR)
             raise
 
     def replay(self, limit: int | None = None) -> tuple[list[Record], str | None]:
@@ -181,7 +212,7 @@ class Subscription:
 
     def more(self) -> list[Record]:
         """Return the next page of the replay; ``[]`` once caught up (then
-        live events follow through :meth:`wait`).
+        live events follow through :meth:`take` and :meth:`wait`).
         """
         replay = self._replay
         if replay is None:
@@ -193,25 +224,23 @@ class Subscription:
             self._replay = None
         return records
 
-    def close(self, reason: str = "closed") -> bool:
+    def close(self, reason: str = EndReason.CLOSED) -> bool:
         """End the subscription: disconnect it and wake whoever waits on it.
 
-        :param reason: why, for the ``client_disconnected`` signal (its
-            documentation lists them).
+        :param reason: why, an :class:`~flask_eventstream.signals.EndReason`
+            (sent with the ``client_disconnected`` signal).
         :return: whether it was live until now.
         """
-        live = self._closed is None
+        live = self._ended is None
         if live:
-            self._closed = reason
-        sink = self._sink
-        # Both refer to the stream, which refers to this.
-        self._on_drop = None
-        self._sink = None
+            self._ended = EndReason(reason)
+        consumer = self._consumer
+        self._consumer = None  # the stream refers to this: no cycle is left
         self._armed = False
         self._detach()
-        self._wake.set()
-        if sink is not None:
-            sink.wake()
+        self._signal.set()
+        if consumer is not None:
+            consumer.wake()
         return live
 
     def _detach(self) -> None:
@@ -224,42 +253,39 @@ class Subscription:
             self.present = False
             hub.presence.leave(self.channels, self.member)
         for channel in self.channels:
-            if hub.bus.disconnect(channel, self._receive):
+            if hub.bus.disconnect(channel, self.deliver):
                 hub.backend.unlisten(channel)
         hub.send(
             signals.client_disconnected,
             subscription=self,
-            reason=self._closed or "closed",
+            reason=self._ended or EndReason.CLOSED,
         )
 
     # -- delivery ---------------------------------------------------------
 
-    def _receive(self, run: Run) -> None:
-        # Runs inside publish (memory) or the backend's listener (Redis): it
-        # must never raise and never wait.
-        if self._closed is not None:
-            return
-        if self._armed:
-            # The stream waits with nothing queued or pending: write the events
-            # from here, with no wake-up (see the direct module).
+    def deliver(self, run: Run) -> Delivery:
+        """Take a run of one channel's events, from the publisher or the
+        backend's listener: never raises, never waits.
+        """
+        if self._ended is not None:
+            return Delivery.IGNORED
+        consumer = self._consumer
+        if self._armed and consumer is not None:
+            # The stream waits with nothing queued: it writes the events now,
+            # with no wake-up (see the stream module).
             fresh = run.after(self._high)
             if fresh is None:
-                return  # already sent
-            sink = self._sink
+                return Delivery.IGNORED  # already sent
             follows = fresh.prev is None or fresh.prev <= self._high
-            if follows and sink is not None and sink.send(fresh):
+            if follows and consumer.offer(fresh):
                 self._high = fresh.last
                 self.hub.counters["delivered"] += len(fresh.records)
-                if sink.pending is None:
-                    return
-                self._armed = False  # the rest first, then whatever comes
-                self._signal()
-                return
-            self._armed = False
+                return Delivery.DELIVERED
+            self._armed = False  # the queue from here: order is kept
         queue = self._queue
         hub = self.hub
         if len(queue) + len(run.records) > hub.settings.queue_size:
-            self._closed = "overflow"
+            self._ended = EndReason.OVERFLOW
             hub.count("dropped")
             hub.logger.warning(
                 "Dropped %s (overflow): %d events queued and unread; the client resumes"
@@ -270,32 +296,53 @@ class Subscription:
             queue.clear()  # free the memory now, not when the writer wakes
             # Detached (and client_disconnected sent) by whoever consumes it,
             # in its own thread: never here, inside a publish or the listener.
-            if self._on_drop is not None:
-                self._on_drop()
-        else:
-            queue.extend(run.records)
-        self._signal()
+            if consumer is not None:
+                consumer.drop()
+            self._wake()
+            return Delivery.OVERFLOWED
+        queue.extend(run.records)
+        self._wake()
+        return Delivery.QUEUED
 
-    def _signal(self) -> None:
-        self._wake.set()
-        if self._sink is not None:
-            self._sink.wake()  # a parked stream has no thread to wake
+    def _wake(self) -> None:
+        self._signal.set()
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.wake()  # a parked stream has no thread to wake
+
+    def arm(self) -> bool:
+        """Let :meth:`deliver` hand runs to the consumer's ``offer`` while it
+        waits parked; ``False`` if there is something to take first.
+        """
+        self._armed = (
+            not self._queue and self._ended is None and self._consumer is not None
+        )
+        return self._armed
 
     def wait(self, timeout: float) -> list[Record] | None:
-        """Return the new records queued, waiting up to ``timeout`` seconds for
-        one; an empty list when none came, ``None`` once the subscription ended.
+        """Wait up to ``timeout`` seconds for a record, then :meth:`take`.
+
+        Deliveries go to the consumer's ``offer`` meanwhile if it was armed.
         """
-        queue = self._queue
-        if not queue and self._closed is None and timeout > 0:
-            sink = self._sink
-            self._armed = sink is not None and sink.pending is None
-            self._wake.wait(timeout)  # (an exception here ends it: close disarms)
-        self._armed = False  # after the wait, or parked until now (see park)
-        self._wake.clear()
-        if self._closed is not None:
+        if not self._queue and self._ended is None and timeout > 0:
+            self._signal.wait(timeout)  # (an exception here ends it: close disarms)
+        return self.take()
+
+    def interrupt(self) -> None:
+        """Make a :meth:`wait` in progress return now."""
+        self._signal.set()
+
+    def take(self) -> list[Record] | None:
+        """Return the new records queued, at once: an empty list when none
+        came, ``None`` once the subscription ended.
+        """
+        self._armed = False
+        self._signal.clear()
+        if self._ended is not None:
             return None
         # Only this consumer pops, so popping what was there is safe against
         # a publisher appending from another thread.
+        queue = self._queue
         high = self._high
         fresh: list[Record] = []
         for _ in range(len(queue)):
@@ -313,23 +360,15 @@ class Subscription:
         self._high = high
         return fresh
 
-    def park(self) -> bool:
-        """Arm the sink while the stream waits parked, with no thread in
-        :meth:`wait` (which disarms it); ``False`` if there is work."""
-        sink = self._sink
-        if self._queue or self._closed is not None or sink is None:
-            return False
-        self._armed = sink.pending is None
-        return self._armed
-
     def _gap(self, record: Record) -> None:
-        self._closed = "lagged"
+        self._ended = EndReason.LAGGED
         self._queue.clear()
         self.hub.lagged(repr(self), record.channel, record.event.id)
 
     def __iter__(self) -> t.Iterator[Event]:
         """Yield the stored events after the cursor, then live events, until
-        the subscription ends (its stream closed, or its queue overflowed).
+        the subscription ends (its stream closed, its queue overflowed, its
+        channel closed, its token expired).
         """
         records, _ = self.open()
         try:

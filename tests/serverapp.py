@@ -11,6 +11,7 @@ import sys
 import time
 import typing as t
 
+from flask import abort
 from flask import Flask
 from flask import jsonify
 from flask import render_template
@@ -168,7 +169,10 @@ def create_app() -> Flask:
     @app.get("/count")
     @stream
     def count() -> t.Any:
-        for n in range(int(request.args.get("n", 3))):
+        raw = request.args.get("n", "3")
+        if not (raw.isascii() and raw.isdigit() and len(raw) < 6):
+            abort(400, "n is a whole number of events.")
+        for n in range(int(raw)):
             yield Event(str(n), id=str(n))
 
     @app.get("/slow")

@@ -205,7 +205,7 @@ def test_close_channel_reaches_every_worker_through_redis(
         events.close_channel("room")
     for sub in subs:
         assert sub.wait(5) is None
-        assert sub._closed == "revoked"
+        assert sub.ended == "revoked"
 
 
 def test_shutdown_ends_streams_with_a_jittered_retry(app: Flask) -> None:

@@ -59,8 +59,8 @@ def test_generator_view_keeps_request_context(app: Flask, events: EventStream) -
     assert parse(app.test_client().get("/who?name=ada").data) == [Event("ada", id="")]
 
 
-def test_generator_view_error_reaches_the_server(
-    app: Flask, events: EventStream
+def test_generator_view_error_is_logged_and_ends_the_stream(
+    app: Flask, events: EventStream, caplog: pytest.LogCaptureFixture
 ) -> None:
     @app.get("/boom")
     @stream
@@ -71,8 +71,11 @@ def test_generator_view_error_reaches_the_server(
     with app.test_client().get("/boom", buffered=False) as rv:
         chunks = iter(rv.response)
         assert next(chunks) + next(chunks) == b"retry: 3000\ndata: one\n\n"
-        with pytest.raises(LookupError, match="boom"):
+        with pytest.raises(StopIteration):
             next(chunks)
+    [record] = [r for r in caplog.records if "raised" in r.getMessage()]
+    assert record.getMessage() == "the generator view /boom raised; its stream ends."
+    assert record.exc_info is not None and "boom" in str(record.exc_info[1])
 
 
 def test_heartbeat_while_generator_blocks(app: Flask, events: EventStream) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .admission import open_subscription
 from .cors import preflight
-from .direct import capture_start_response
 from .endpoint import blueprint
 from .request import request_cursor
 from .tokens import make_token
@@ -18,7 +17,6 @@ from .views import undecorated
 
 __all__ = [
     "blueprint",
-    "capture_start_response",
     "make_token",
     "open_subscription",
     "preflight",

@@ -121,11 +121,13 @@ def admit(
             if channel not in granted and not _allowed(hub, authorizer, channel):
                 message = f"Not allowed to subscribe to {channel!r}."
                 refuse(hub, Forbidden(message), "authorize refused %r.", channel)
-    limit = settings.max_connections
+    limit, lowered = hub.stream_limit()
     if hub.connections >= limit and not short_poll():
+        setting = f"EVENTSTREAM_MAX_CONNECTIONS = {settings.max_connections}"
+        if lowered:
+            setting = f"{limit}: {setting}, lowered to what the worker can hold"
         error = ServiceUnavailable(
-            "This worker serves its most streams"
-            f" (EVENTSTREAM_MAX_CONNECTIONS = {limit})."
+            f"This worker serves its most streams ({setting}); try again later."
         )
         error.retry_after = 5
         refuse(hub, error, "the worker holds %d streams.", hub.connections)

@@ -1,75 +1,185 @@
 """Generator views: the view's generator runs in a thread (a greenlet under
-gevent) of its own with a copy of the request context, and the stream sends
+gevent) of its own with a copy of the request context, and its stream sends
 what it yields, coalesced, with heartbeats while the view's code waits.
+
+The generator runs to its first item before the response head is sent, so
+that a refusal it raises first (``authorize`` says no, a bad cursor or
+token) is answered with its own status, as in any other view.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 import typing as t
 
 from flask import copy_current_request_context
 from flask import current_app
+from werkzeug.exceptions import HTTPException
 
-from ..subscription import opened_here
+from ..errors import BackendUnavailable
+from ..hub import Hub
+from ..signals import EndReason
+from ..subscription import owner
 from ..subscription import Subscription
 from ..wire import Event
-from .sse import HEARTBEAT
-from .sse import Options
+from .stream import MAX_CHUNK
+
+#: The most seconds the response head waits for a generator's first item.
+FIRST_ITEM_WAIT = 1.0
 
 _END = object()
 
 
 class Runner:
-    """Runs a generator view in a thread (a greenlet under gevent) of its own,
-    so the stream can send heartbeats while the view's code waits.
+    """Runs a generator view in a thread (a greenlet under gevent) of its
+    own: a stream's source. It owns the subscriptions the generator opens:
+    they end with it, and how they ended is how the stream ends.
+
+    :param items: the view's generator.
+    :param hub: the app's live parts.
+    :param name: what it serves, for the log.
+    :param heartbeat: how long it waits at most to hand over an item while
+        its stream is busy, before it looks whether it was stopped.
     """
 
-    def __init__(self, items: t.Iterator[t.Any], options: Options) -> None:
+    def __init__(
+        self, items: t.Iterator[t.Any], hub: Hub, name: str, heartbeat: float
+    ) -> None:
         self.items = items
+        self.hub = hub
+        self.name = name
+        self.heartbeat = heartbeat
         self.chunks: queue.Queue[t.Any] = queue.Queue(maxsize=64)
         self.stopped = False
         self.opened: list[Subscription] = []
-        self.heartbeat = options.heartbeat
+        #: Set by its first item, its first subscription, or its end.
+        self.settled = threading.Event()
+        self._held: t.Any = None
+        self._failed = False
         # Runs with a copy of the request context, made here in the view.
         run = copy_current_request_context(self._run)
         self.thread = threading.Thread(target=run, daemon=True)
 
-    def start(self) -> None:
+    def first(self, timeout: float = FIRST_ITEM_WAIT) -> BaseException | None:
+        """Start the generator, and wait up to ``timeout`` seconds for its
+        first item (or its first subscription); return the exception it
+        raised before, if it did.
+        """
         self.thread.start()
+        self.settled.wait(timeout)
+        try:
+            item = self.chunks.get_nowait()
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            self.stopped = True
+            return item
+        self._held = item
+        return None
 
-    def stop(self, reason: str = "closed") -> None:
-        """Stop at the generator's next item; close its subscriptions now, so
+    def adopt(self, subscription: Subscription) -> None:
+        """A subscription opened by the generator (see ``owner``)."""
+        self.opened.append(subscription)
+        self.settled.set()
+
+    # -- a Source ---------------------------------------------------------
+
+    def take(self, timeout: float) -> list[bytes] | None:
+        item = self._held
+        self._held = None
+        if item is None:
+            try:
+                if timeout > 0:
+                    item = self.chunks.get(timeout=timeout)
+                else:
+                    item = self.chunks.get_nowait()
+            except queue.Empty:
+                return []
+        ready: list[bytes] = []
+        size = 0
+        while isinstance(item, bytes):
+            ready.append(item)
+            size += len(item)
+            if size >= MAX_CHUNK:
+                return [b"".join(ready)]
+            try:  # coalesce what is already waiting into one write
+                item = self.chunks.get_nowait()
+            except queue.Empty:
+                return [b"".join(ready)]
+        if ready:
+            self._held = item  # an end or an error: after this write
+            return [b"".join(ready)]
+        if isinstance(item, BaseException):
+            self._failed = True
+            self._log(item)
+        self._held = _END  # every later take says so too
+        return None
+
+    def _log(self, error: BaseException) -> None:
+        if isinstance(error, HTTPException):
+            self.hub.logger.info(
+                "%s refused after its stream began: %s",
+                self.name,
+                error,
+            )
+        elif isinstance(error, BackendUnavailable):
+            self.hub.logger.warning("The stream of %s ended: %s", self.name, error)
+        else:
+            self.hub.logger.error(
+                "%s raised; its stream ends.",
+                self.name,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+
+    def arm(self) -> bool:
+        return False  # its code runs in its own greenlet: nothing to park
+
+    def end(self, reason: EndReason) -> None:
+        """Stop at the generator's next item; end its subscriptions now, so
         one the generator waits on ends at once.
         """
         self.stopped = True
         for sub in list(self.opened):
             sub.close(reason)
-        try:  # wake the stream if it waits for the next item
+        try:  # wake a take that waits
             self.chunks.put_nowait(_END)
         except queue.Full:
             pass
+
+    def interrupt(self) -> None:
+        pass  # nothing of the stream's own is ever written while it waits
+
+    @property
+    def ended(self) -> EndReason | None:
+        if self._failed:
+            return EndReason.ERROR
+        for sub in self.opened:
+            if sub.ended is not None and sub.ended is not EndReason.CLOSED:
+                return sub.ended
+        return EndReason.CLOSED
+
+    # -- the generator's thread -------------------------------------------
 
     def _put(self, chunk: t.Any) -> bool:
         while not self.stopped:
             try:
                 self.chunks.put(chunk, timeout=self.heartbeat)
+                self.settled.set()
                 return True
             except queue.Full:
                 continue
         return False
 
     def _run(self) -> None:
-        opened_here.set(self.opened)
+        owner.set(self)
         items = self.items
         try:
             try:
                 for item in items:
                     if self.stopped or not self._put(encode_item(item)):
                         break
-            except BaseException as error:  # handed to the stream, raised there
+            except BaseException as error:  # handed to the stream, dealt with there
                 self._put(error)
                 return
             finally:
@@ -80,46 +190,7 @@ class Runner:
             for sub in self.opened:
                 sub.close()
             self._put(_END)
-
-    def get(self, timeout: float) -> t.Any:
-        try:
-            return self.chunks.get(timeout=timeout)
-        except queue.Empty:
-            return None
-
-
-def generator_body(runner: Runner, options: Options) -> t.Generator[bytes, None, None]:
-    heartbeat = options.heartbeat
-    try:
-        runner.start()
-        yield options.opening(None)
-        last_write = time.monotonic()
-        item = None
-        while True:
-            if item is None:
-                item = runner.get(max(0.0, last_write + heartbeat - time.monotonic()))
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if item is None:
-                yield HEARTBEAT
-            else:
-                chunks = [item]
-                item = None
-                while True:  # coalesce what is already waiting into one write
-                    try:
-                        more = runner.chunks.get_nowait()
-                    except queue.Empty:
-                        break
-                    if not isinstance(more, bytes):
-                        item = more  # an end or an error: after this write
-                        break
-                    chunks.append(more)
-                yield b"".join(chunks)
-            last_write = time.monotonic()
-    finally:
-        runner.stop()
+            self.settled.set()
 
 
 def encode_item(item: t.Any) -> bytes:

@@ -26,10 +26,13 @@ from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import ServiceUnavailable
 
 from ..errors import BackendUnavailable
+from ..hub import Hub
 from ..ids import Record
 from ..ids import RESET_EVENT
+from ..server import client_socket
+from ..server import shut_down
+from ..signals import EndReason
 from ..subscription import Subscription
-from .body import Body
 from .cors import cors_headers
 from .sse import Options
 
@@ -56,11 +59,7 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     hub.presence.lease(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
     if longpoll:
         gen = _longpoll_body(sub, options, timeout, records, announce)
-        waiting = Body(
-            gen, sub.close, hub, name=repr(sub), sse=False, expires=sub.expires
-        )
-        sub.serve(None, waiting.drop)
-        body: t.Iterable[bytes] = waiting
+        body: t.Iterable[bytes] = LongPoll(hub, sub, gen)
     else:
         body = [_answer(sub, records, announce, options)]
     response = Response(body, mimetype="application/json", direct_passthrough=True)
@@ -68,6 +67,62 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     response.headers["X-Content-Type-Options"] = "nosniff"
     cors_headers(response, hub.settings)
     return response
+
+
+class LongPoll:
+    """A long-poll's body, which the worker's monitor watches: ended at
+    shutdown, cut when its write stalls. It can be closed from another
+    thread than the one that iterates it (a test client read with a timeout).
+    """
+
+    __slots__ = (  # fmt: skip
+        "hub", "sub", "socket", "started", "writing_since", "sse", "_gen",
+        "_busy", "__weakref__",
+    )
+
+    def __init__(
+        self, hub: Hub, sub: Subscription, gen: t.Generator[bytes, None, None]
+    ) -> None:
+        self.hub = hub
+        self.sub = sub
+        self.socket = client_socket(request.environ, hub.settings.send_buffer)
+        self.started = time.monotonic()
+        self.writing_since: float | None = None
+        #: Not an event stream: no lifetime, no last hint.
+        self.sse = False
+        self._gen = gen
+        self._busy = False
+        hub.monitor.add(self)
+
+    def __iter__(self) -> LongPoll:
+        return self
+
+    def __next__(self) -> bytes:
+        self.writing_since = None
+        self._busy = True
+        try:
+            chunk = next(self._gen)
+        finally:
+            self._busy = False
+        self.writing_since = time.monotonic()
+        return chunk
+
+    def close(self) -> None:
+        self.hub.monitor.discard(self)
+        self.writing_since = None
+        if not self._busy:
+            self._gen.close()
+        self.sub.close()
+
+    def end(self, reason: EndReason) -> None:
+        """Answer now with what it has."""
+        self.sub.close(reason)
+
+    def abort(self, reason: EndReason) -> None:
+        """Its write is blocked: end it and cut its connection."""
+        self.end(reason)
+        if self.socket is not None:
+            shut_down(self.socket)
 
 
 _SECONDS = re.compile(r"\A[0-9]{1,12}(\.[0-9]{1,9})?\Z")

@@ -1,5 +1,5 @@
-"""A subscription served as an SSE stream: the opening, the replay, then live
-events as they come, each batch in one write, heartbeats when idle.
+"""A subscription served as an SSE stream: its opening, its replay, then live
+events as they come (see :mod:`~flask_eventstream.http.stream`).
 
 Gunicorn sends the response head only with the first chunk of the body, so
 every stream starts with one at once (a ``retry:`` line, or a comment): the
@@ -8,7 +8,6 @@ browser's ``open`` event does not wait for the first event.
 
 from __future__ import annotations
 
-import time
 import typing as t
 
 from flask import request
@@ -16,23 +15,17 @@ from flask import Response
 
 from ..errors import BackendUnavailable
 from ..hub import Hub
-from ..ids import Record
+from ..server import client_socket
+from ..server import close_after
+from ..server import fast_path
+from ..signals import EndReason
 from ..subscription import Subscription
 from ..wire import Event
-from .body import Body
-from .body import jittered
 from .cors import cors_headers
-from .direct import DirectWriter
-from .parking import Parking
-
-#: A comment line: keeps proxies and the client's connection alive, and finds
-#: a gone client when the write fails. No blank line follows, so no client
-#: dispatches anything.
-HEARTBEAT = b":\n"
-
-#: The most bytes joined into one write (one event larger than this goes out
-#: whole): what a client that stopped reading holds in a blocked write.
-MAX_CHUNK = 256 * 1024
+from .stream import chunks
+from .stream import HEARTBEAT
+from .stream import jittered
+from .stream import Stream
 
 
 class Options:
@@ -80,7 +73,70 @@ def sse_response(
     cors_headers(response, hub.settings)
     if headers:
         response.headers.update(headers)
+    close_after(request.environ)
     return response
+
+
+def unavailable_response(
+    hub: Hub, options: Options, headers: t.Mapping[str, str] | None, what: object
+) -> Response:
+    """200, a retry hint and the end: ``EventSource`` gives up for good on
+    any other status, and a backend that cannot be reached is a pause.
+    """
+    hub.count("errors")
+    hub.logger.warning("Stream of %s not opened: the backend is unavailable.", what)
+    pause = options.opening(None) + b": the backend is unavailable\n"
+    return sse_response([pause], hub, headers)
+
+
+class Events:
+    """A subscription as a stream's source: the rest of its replay, a page
+    at a time, then live events; each batch joined into few writes.
+    """
+
+    __slots__ = ("sub", "direct", "_replaying")
+
+    def __init__(self, sub: Subscription, *, replaying: bool, direct: bool) -> None:
+        self.sub = sub
+        #: The stream may be written to by the publisher while it waits.
+        self.direct = direct
+        self._replaying = replaying
+
+    def take(self, timeout: float) -> list[bytes] | None:
+        sub = self.sub
+        if self._replaying:
+            records = sub.more()
+            if records:
+                sub.hub.count("delivered", len(records))
+                return chunks(records)
+            self._replaying = False
+        if timeout > 0:
+            if self.direct:
+                sub.arm()
+            fresh = sub.wait(timeout)
+        else:
+            fresh = sub.take()
+        if fresh is None:
+            return None
+        if not fresh:
+            return []
+        # Everything queued goes out together: under a burst this is what
+        # lets a writer catch up instead of overflowing.
+        sub.hub.count("delivered", len(fresh))
+        return chunks(fresh)
+
+    def arm(self) -> bool:
+        return self.direct and not self._replaying and self.sub.arm()
+
+    def end(self, reason: EndReason) -> None:
+        self.sub.close(reason)
+
+    def interrupt(self) -> None:
+        self.sub.interrupt()
+
+    @property
+    def ended(self) -> EndReason | None:
+        return self.sub.ended
 
 
 def stream_response(
@@ -91,110 +147,35 @@ def stream_response(
     if hub.monitor.stopping:
         # This worker is stopping and would end the stream at once: send the
         # client on (a spread-out retry) without reading history for it.
-        sub.close("shutdown")
+        sub.close(EndReason.SHUTDOWN)
         return sse_response([jittered(options.retry)], hub, headers)
     try:
         # Connect and read history now, in the view: a failure is still an
         # answer, and the body starts with what it read.
         records, announce = sub.open()
-    except BackendUnavailable as error:
-        hub.count("errors")
-        hub.logger.warning("Stream of %s not opened: %s", sub, error)
-        # 200, a retry hint and the end: EventSource gives up for good on any
-        # other status, and this must be a pause, not the end.
-        pause = options.opening(None) + b": the backend is unavailable\n"
-        return sse_response([pause], hub, headers)
-    # Direct writes are used only once the stream waits, so after the head
-    # and the opening are written: the publisher's writes come after them.
-    writer = None
-    if hub.settings.direct_writes:
-        writer = DirectWriter.find(request.environ)
-    gen = _subscription_body(sub, options, records, announce, writer is not None)
-    body = Body(
-        gen, sub.close, hub, name=repr(sub), retry=options.retry, expires=sub.expires
+    except BackendUnavailable:
+        return unavailable_response(hub, options, headers, sub)
+    environ = request.environ
+    fast = fast_path() if hub.settings.direct_writes else None
+    connection = fast.connection(environ) if fast is not None else None
+    first = chunks(records)
+    hub.count("delivered", len(records))
+    opening = options.opening(announce)
+    first[:1] = [opening + first[0]] if first else [opening]
+    source = Events(sub, replaying=bool(records), direct=connection is not None)
+    body = Stream(
+        hub,
+        source,
+        first,
+        name=repr(sub),
+        heartbeat=options.heartbeat,
+        retry=options.retry,
+        socket=client_socket(environ, hub.settings.send_buffer),
+        connection=connection,
+        fast=fast,
     )
-    if writer is not None:
-        # An idle stream waits parked, without its greenlet (see parking).
-        writer.body = body
-        writer.holder = Parking.here()
-        body.parker = writer
-    sub.serve(writer, body.drop)
+    sub.attach(body)
     return sse_response(body, hub, headers)
-
-
-def _subscription_body(
-    sub: Subscription,
-    options: Options,
-    records: list[Record],
-    announce: str | None,
-    parks: bool,
-) -> t.Generator[bytes | float, None, None]:
-    hub = sub.hub
-    heartbeat = options.heartbeat
-    direct = sub.sink
-    try:
-        chunk = options.opening(announce)
-        if records:
-            hub.count("delivered", len(records))
-            replay = chunks(records)
-            yield chunk + next(replay)
-            yield from replay
-            # The rest of the replay, a bounded page at a time.
-            while records := sub.more():
-                hub.count("delivered", len(records))
-                yield from chunks(records)
-        else:
-            yield chunk
-        # A parked stream keeps nothing of its replay, nor its options.
-        del records, chunk, options
-        last_write = time.monotonic()
-        while True:
-            remaining = last_write + heartbeat - time.monotonic()
-            if parks and remaining > 0 and sub.park():
-                # Nothing to send: wait parked, resumed by the subscription
-                # (what the publisher could not write, or the end) or when
-                # the heartbeat is due.
-                yield last_write + heartbeat
-                fresh = sub.wait(0)
-            else:
-                fresh = sub.wait(remaining) if remaining > 0 else []
-            if fresh is None and sub.dropped:
-                return  # not even the rest of a direct write: it is cut off
-            if isinstance(direct, DirectWriter) and direct.pending is not None:
-                if not direct.flush():
-                    return  # the client is gone
-            if fresh is None:
-                return
-            if fresh:
-                # Everything queued goes out in one write: under a burst this
-                # is what lets a writer catch up instead of overflowing. Up to
-                # MAX_CHUNK bytes a write, so a blocked one holds little.
-                hub.count("delivered", len(fresh))
-                yield from chunks(fresh)
-            elif time.monotonic() - last_write < heartbeat:
-                continue
-            else:
-                yield HEARTBEAT
-            last_write = time.monotonic()
-    finally:
-        sub.close()
-        if isinstance(direct, DirectWriter):
-            direct.body = None
-
-
-def chunks(records: list[Record]) -> t.Iterator[bytes]:
-    """Join the records' bytes into writes of about ``MAX_CHUNK`` bytes."""
-    parts: list[bytes] = []
-    size = 0
-    for record in records:
-        data = record.event.encode()
-        parts.append(data)
-        size += len(data)
-        if size >= MAX_CHUNK:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if parts:
-        yield b"".join(parts)
 
 
 def check_retry(retry: int | None) -> None:

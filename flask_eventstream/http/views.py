@@ -19,6 +19,7 @@ A view decorated with :func:`stream` returns either
 from __future__ import annotations
 
 import functools
+import logging
 import typing as t
 
 from flask import current_app
@@ -26,17 +27,22 @@ from flask import request
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
+from ..errors import BackendUnavailable
+from ..server import client_socket
 from ..subscription import Subscription
-from .body import Body
 from .context import current_hub
 from .cors import STREAM_VIEW
-from .generator import generator_body
 from .generator import Runner
 from .polling import poll_response
 from .sse import check_retry
 from .sse import Options
 from .sse import sse_response
 from .sse import stream_response
+from .sse import unavailable_response
+from .stream import jittered
+from .stream import Stream
+
+logger = logging.getLogger("flask_eventstream")
 
 F = t.TypeVar("F", bound=t.Callable[..., t.Any])
 
@@ -135,31 +141,50 @@ def respond(
             "This stream is produced by a generator view and cannot be polled:"
             " only views that return 'events.subscribe(...)' answer polls."
         )
-    runner = Runner(iter(rv), options)
+    if hub.monitor.stopping:
+        return sse_response([jittered(options.retry)], hub, headers)
     name = f"the generator view {request.path}"
-    gen = generator_body(runner, options)
-    body = Body(gen, runner.stop, hub, name=name, retry=options.retry)
+    runner = Runner(iter(rv), hub, name, options.heartbeat)
+    # Watched from now on: a stop while the generator starts ends it too.
+    body = Stream(
+        hub,
+        runner,
+        [options.opening(None)],
+        name=name,
+        heartbeat=options.heartbeat,
+        retry=options.retry,
+        socket=client_socket(request.environ, hub.settings.send_buffer),
+    )
+    # Run to the first item before the head goes out: a refusal raised
+    # before it is answered with its own status.
+    error = runner.first()
+    if error is not None:
+        body.close()
+        if isinstance(error, BackendUnavailable):
+            return unavailable_response(hub, options, headers, name)
+        raise error  # an HTTP error is the answer; anything else, the view's bug
     return sse_response(body, hub, headers)
 
 
 def undecorated(response: BaseResponse) -> BaseResponse:
-    """``after_request``: a view that streamed something other than events to
-    an ``EventSource`` (a generator returned without :func:`stream`, which
-    Flask serves as ``text/html``) is a mistake the browser only reports as
-    a bare ``error``; say how to fix it instead.
+    """``after_request``: a view that streamed HTML to an ``EventSource`` (a
+    generator returned without :func:`stream`, which Flask serves as
+    ``text/html``) is a mistake the browser only reports as a bare
+    ``error``: say how to fix it in the log. The response is left alone:
+    any client may send that ``Accept`` header, to any URL.
     """
     # Cheapest tests first: this runs after every request of the app.
     if (
         response.is_streamed
-        and response.mimetype != "text/event-stream"
+        and response.mimetype == "text/html"
         and "text/event-stream" in request.headers.get("Accept", "")
         and (view := current_app.view_functions.get(request.endpoint or ""))
         and not getattr(view, STREAM_VIEW, False)
     ):
-        response.close()
-        raise TypeError(
-            f"The view {request.endpoint!r} streamed {response.mimetype} to an"
-            " EventSource: decorate the view with @stream (below the route"
-            " decorator, so that the route registers the decorated view)."
+        logger.warning(
+            "The view %r streamed text/html to an EventSource: if it is a"
+            " stream, decorate it with @stream (below the route decorator, so"
+            " that the route registers the decorated view).",
+            request.endpoint,
         )
     return response

@@ -137,7 +137,7 @@ class Listener(Recovery, OwnEvents):
                     )
                     self.thread.start()
             if owner:
-                self._send("SUBSCRIBE", key)  # else the next connect does
+                self._command("SUBSCRIBE", key)  # else the next connect does
         try:
             # Whatever is published once Redis confirms reaches this worker.
             timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
@@ -166,13 +166,13 @@ class Listener(Recovery, OwnEvents):
                 self.channels.pop(key, None)
                 self.cursors.pop(key, None)
                 self.confirmed.pop(key, None)
-            self._send("UNSUBSCRIBE", key)
+            self._command("UNSUBSCRIBE", key)
 
-    def send(self, *command: t.Any) -> None:
+    def command(self, *command: t.Any) -> None:
         with self.sending:
-            self._send(*command)
+            self._command(*command)
 
-    def _send(self, *command: t.Any) -> None:
+    def _command(self, *command: t.Any) -> None:
         """Send on the listener's connection (holding :attr:`sending`), if it
         is up: else the next connect subscribes to every channel still wanted.
         """
@@ -262,7 +262,7 @@ class Listener(Recovery, OwnEvents):
                 if pinged:
                     raise redis.ConnectionError("Redis did not answer a PING.")
                 self.check_store()
-                self.send("PING")
+                self.command("PING")
                 pinged = True
                 continue
             pinged = False
