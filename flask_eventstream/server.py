@@ -65,6 +65,32 @@ def gunicorn_worker() -> t.Any:
     return worker if hasattr(worker, "alive") else None
 
 
+class GunicornSetup(t.NamedTuple):
+    """What a gunicorn worker is, for the setup checks."""
+
+    #: ``"sync"``, ``"gthread"``, ``"gevent"`` or the worker class's name.
+    kind: str
+    workers: int
+    threads: int
+
+
+_KINDS = {"SyncWorker": "sync", "ThreadWorker": "gthread", "GeventWorker": "gevent"}
+
+
+def gunicorn_setup() -> GunicornSetup | None:
+    """This process's gunicorn worker, described; ``None`` outside gunicorn."""
+    worker = gunicorn_worker()
+    if worker is None:
+        return None
+    name = type(worker).__name__
+    cfg = getattr(worker, "cfg", None)
+    return GunicornSetup(
+        _KINDS.get(name, name),
+        int(getattr(cfg, "workers", 1) or 1),
+        int(getattr(cfg, "threads", 1) or 1),
+    )
+
+
 def graceful_timeout() -> float | None:
     """Seconds gunicorn gives a stopping worker before it kills what runs."""
     worker = gunicorn_worker()
@@ -327,7 +353,9 @@ class Connection:
             return 0
         except OSError:
             return -1
-        self._count(sent)
+        response = self._response
+        if response is not None:
+            response.sent += sent  # gunicorn's access log counts them
         return sent
 
     def write(self, data: bytes | memoryview, *, framed: bool = False) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .server import gunicorn_worker
+from .server import gunicorn_setup
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -18,28 +18,26 @@ def check_server(backend_url: str) -> list[str]:
     """Log (once per call; call it once per worker) what is wrong with the
     server this process runs under for streams; return the messages.
     """
-    worker = gunicorn_worker()
-    if worker is None:
+    setup = gunicorn_setup()
+    if setup is None:
         return []
     found = []
-    kind = type(worker).__name__
-    cfg = worker.cfg
-    if kind == "SyncWorker":
+    if setup.kind == "sync":
         found.append(
             "gunicorn's sync worker serves one request at a time: one open stream"
             " blocks the whole worker (the page itself, then WORKER TIMEOUT)."
             " Run gunicorn with '-k gevent' (pip install 'flask-eventstream[gevent]')."
         )
-    elif kind == "ThreadWorker":
+    elif setup.kind == "gthread":
         found.append(
             f"gunicorn's gthread worker holds a thread per open stream: this worker"
-            f" can serve {cfg.threads} streams and requests at once, and every"
+            f" can serve {setup.threads} streams and requests at once, and every"
             " other request waits. Run gunicorn with '-k gevent'"
             " (pip install 'flask-eventstream[gevent]')."
         )
-    if backend_url == "memory" and cfg.workers > 1:
+    if backend_url == "memory" and setup.workers > 1:
         found.append(
-            f"EVENTSTREAM_BACKEND is 'memory' with {cfg.workers} gunicorn workers:"
+            f"EVENTSTREAM_BACKEND is 'memory' with {setup.workers} gunicorn workers:"
             " each worker keeps its own events, and a publish reaches only the"
             " clients of the worker that made it. Use a Redis backend, or one"
             " worker."

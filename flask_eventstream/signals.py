@@ -66,8 +66,10 @@ class EndReason(str, enum.Enum):
         """Whether a stream so ended sends a last, jittered ``retry:`` hint:
         its clients come back spread out, not in one burst.
         """
-        return self in (EndReason.SHUTDOWN, EndReason.LIFETIME, EndReason.EXPIRED)
+        return self.value in _HINTED
 
+
+_HINTED = frozenset({"shutdown", "lifetime", "expired"})
 
 #: Sent after an event is stored and handed to this worker's subscribers.
 #: Sender: the app. Keyword arguments: ``channel`` (str), ``event``

@@ -27,7 +27,6 @@ Everywhere else a stream is served the portable way: the server's greenlet
 from __future__ import annotations
 
 import atexit
-import collections
 import enum
 import os
 import random
@@ -145,8 +144,9 @@ class Stream:
         #: An event stream, to which a lifetime applies (a long-poll is not).
         self.sse = True
         self._fast = fast if connection is not None else None
-        #: Whole chunks to write, in order.
-        self._out: collections.deque[bytes] = collections.deque(first)
+        #: Whole chunks to write, in order: few at a time (a list costs an
+        #: idle stream less than a deque).
+        self._out = first
         #: What the kernel did not take of an offered run, framed already.
         self._rest: memoryview | None = None
         self._last_write = self.started
@@ -166,18 +166,21 @@ class Stream:
         """
         self.writing_since = None
         self._woken = False
-        if self._out:
-            return self._emit(self._out.popleft())
-        if self.state is State.ENDED:
-            return None
+        # The rest of an offered run first: anything else would land inside it.
         if self._rest is not None and not self._write_rest():
             self._decide(EndReason.CLOSED)  # the client is gone: nothing more
+            self.state = State.ENDED
+            self._out.clear()
+            return None
+        if self._out:
+            return self._emit(self._out.pop(0))
+        if self.state is State.ENDED:
             return None
         if self.reason is None:
             ready = self.source.take(0)
             if ready:
                 self._out.extend(ready)
-                return self._emit(self._out.popleft())
+                return self._emit(self._out.pop(0))
             if ready is not None:
                 due = self._last_write + self.heartbeat
                 return due if time.monotonic() < due else self._emit(HEARTBEAT)
@@ -264,10 +267,12 @@ class Stream:
         if self.writing_since is not None or self._rest is not None:
             hub.count("dropped")
             hub.logger.warning(
-                "Cut the stream of %s (%s) inside a write that did not finish in"
-                " time; the client resumes from history when it reconnects.",
+                "Cut the stream of %s inside a write: %s; the client resumes"
+                " from history when it reconnects.",
                 self.name,
-                reason,
+                "it blocked longer than EVENTSTREAM_SEND_TIMEOUT"
+                if reason is EndReason.STALLED
+                else "the worker stops, and it would not end in time",
             )
         self.end(reason)
         if self.socket is not None:
@@ -286,7 +291,6 @@ class Stream:
         sent = connection.offer(data)
         if sent <= 0:
             return False
-        self._last_write = time.monotonic()
         if sent < len(data):
             self._rest = memoryview(data)[sent:]
             self.wake()

@@ -125,9 +125,8 @@ class Batcher:
             done = [Sent(c.keys, c.args, c.reply) for c in batch if c.error is None]
             # Let the callers answer first: under gevent, publishers get their
             # responses and send the next publishes while this one delivers,
-            # and those go in the next pipeline together (longer runs, fewer
-            # writes to each client: 0.84x-0.98x the memory backend's S2
-            # with HTTP publishing, against 0.67x-0.77x delivering first).
+            # and those go in the next pipeline together: longer runs, fewer
+            # writes to each client (benchmarks/README.md has the figures).
             time.sleep(0)
             try:
                 self._sent(done)

@@ -1,0 +1,200 @@
+"""The app of ``tests/test_lifecycle.py``: a stream's life from its admission
+to the exit of the worker that serves it, under gunicorn's gevent worker.
+
+Configured like ``serverapp`` (``FLASK_EVENTSTREAM_*`` from the environment),
+plus ``LIFECYCLE_BREAK_PROBE`` (see :func:`break_probe`). Served with
+``Server(app="lifecycleapp:app", ...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import typing as t
+
+from flask import Flask
+from flask import jsonify
+from flask import request
+from flask import Response
+from flask import send_file
+from flask import url_for
+
+from flask_eventstream import EventStream
+from flask_eventstream import signals
+from flask_eventstream import stream
+from flask_eventstream import Subscription
+
+# Every record a WARNING or above, with its level and logger, one line each,
+# in the server's log: the tests find the library's warnings by those lines.
+logging.basicConfig(
+    level=logging.WARNING,
+    format="%(levelname)s [%(process)d] %(name)s: %(message)s",
+    stream=sys.stderr,
+)
+
+#: Channels ``authorize`` refuses: ``private.*`` is let in by a token only.
+REFUSED = ("secret", "private.")
+
+
+def break_probe(names: str) -> None:
+    """Hide attributes of gunicorn's response object from every caller
+    outside gunicorn, which keeps working as before: the fast path (direct
+    writes and parked streams, ``http/direct.py`` and ``http/parking.py``)
+    relies on them, so the library must find them missing and serve every
+    stream the portable way, and say so once.
+
+    ``names`` is a comma-separated list; ``"1"`` means the default,
+    ``force_close,chunked``: ``DirectWriter.find`` checks both (``hasattr``),
+    ``detach`` calls ``force_close()`` and sets ``chunked``; a probe of the
+    class can see ``force_close`` (a method), one of a response sees both.
+    To break something else, name it here (any attribute of
+    ``gunicorn.http.wsgi.Response`` or of its instances).
+    """
+    from gunicorn.http import wsgi
+
+    if names == "1":
+        names = "force_close,chunked"
+    for name in names.split(","):
+        setattr(wsgi.Response, name, _HiddenFromOutside(name, wsgi.Response))
+
+
+def _caller_is_gunicorn() -> bool:
+    # Frame 0 is this function, 1 the descriptor's method, 2 who looked.
+    module = str(sys._getframe(2).f_globals.get("__name__", ""))
+    return module == "gunicorn" or module.startswith("gunicorn.")
+
+
+class _HiddenFromOutside:
+    """A data descriptor: gunicorn's own code reads and writes the attribute
+    (a method of the class, or an instance's value, kept under another
+    name); to anyone else it does not exist (``AttributeError``, so
+    ``hasattr`` is ``False``).
+    """
+
+    def __init__(self, name: str, owner: type) -> None:
+        self.name = name
+        self.slot = f"_lifecycle_hidden_{name}"
+        # A method stays on the class; an instance value lives in the slot.
+        self.method = owner.__dict__.get(name)
+
+    def __get__(self, obj: t.Any, owner: type | None = None) -> t.Any:
+        if not _caller_is_gunicorn():
+            raise AttributeError(self.name)
+        if self.method is not None:
+            return self.method.__get__(obj, owner) if obj is not None else self.method
+        if obj is None:
+            raise AttributeError(self.name)
+        try:
+            return obj.__dict__[self.slot]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj: t.Any, value: t.Any) -> None:
+        if not _caller_is_gunicorn():
+            raise AttributeError(f"{self.name} is hidden by LIFECYCLE_BREAK_PROBE")
+        obj.__dict__[self.slot] = value
+
+
+if os.environ.get("LIFECYCLE_BREAK_PROBE"):
+    break_probe(os.environ["LIFECYCLE_BREAK_PROBE"])
+
+
+events = EventStream()
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.from_prefixed_env()
+    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or "the lifecycle tests' key"
+    events.init_app(app)
+
+    @events.authorize
+    def authorize(channel: str) -> bool:
+        return not channel.startswith(REFUSED)
+
+    if os.environ.get("TEST_LOG_ENDS"):  # why each stream ended, in the log
+
+        def ended(sender: Flask, subscription: Subscription, reason: str) -> None:
+            print(f"[{os.getpid()}] ended {subscription!r}: {reason}", file=sys.stderr)
+
+        signals.client_disconnected.connect(ended, sender=app, weak=False)
+
+    @app.after_request
+    def worker_pid(response: t.Any) -> t.Any:
+        response.headers["X-Worker-Pid"] = str(os.getpid())
+        return response
+
+    @app.get("/health")
+    def health() -> t.Any:
+        return "ok"
+
+    # The same subscription served two ways: returned (the control) ...
+    @app.get("/stream/<channels>")
+    @stream
+    def returned(channels: str) -> t.Any:
+        return events.subscribe(*channels.split(","))
+
+    # ... and iterated by a generator view, the pattern of docs/streams.rst.
+    @app.get("/gen/<channels>")
+    @stream
+    def iterated(channels: str) -> t.Any:
+        for event in events.subscribe(*channels.split(",")):  # noqa: UP028
+            yield event
+
+    @app.post("/publish")
+    def publish() -> t.Any:
+        channel = request.form["channel"]
+        ids = []
+        for n in range(int(request.form.get("count", 1))):
+            data = request.form.get("data", "{n}").replace("{n}", str(n))
+            ids.append(events.publish(channel, data).id)
+        return jsonify(ids)
+
+    @app.post("/close")
+    def close() -> t.Any:
+        events.close_channel(request.form["channel"])
+        return "closed"
+
+    @app.get("/token")
+    def token() -> t.Any:
+        channels = request.args["channels"].split(",")
+        return events.token(*channels, expires_in=float(request.args["expires_in"]))
+
+    @app.get("/static-url")
+    def static_url() -> t.Any:
+        return url_for("eventstream.static", filename="eventstream.js")
+
+    @app.get("/file")
+    def file() -> t.Any:
+        return send_file(os.path.abspath(__file__), mimetype="text/plain")
+
+    @app.get("/csv")
+    def csv() -> t.Any:
+        count = int(request.args.get("rows", 50))
+
+        def rows() -> t.Iterator[str]:
+            for n in range(count):
+                yield f"{n},row {n}\r\n"
+
+        return Response(rows(), mimetype="text/csv")
+
+    @app.get("/stats")
+    def stats() -> t.Any:
+        return jsonify(events.stats())
+
+    @app.get("/debug")
+    def debug() -> t.Any:
+        import gc
+
+        from greenlet import greenlet
+
+        return {
+            "greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
+            "fds": len(os.listdir("/proc/self/fd")),
+        }
+
+    return app
+
+
+app = create_app()
