@@ -68,7 +68,10 @@ class Owner(t.Protocol):
     must close them when it stops.
     """
 
-    def adopt(self, subscription: Subscription) -> None: ...
+    def adopt(self, subscription: Subscription, announce: str | None) -> None:
+        """``subscription`` opened; ``announce`` is the id a client without
+        a cursor would resume from (see :meth:`Subscription.open`).
+        """
 
 
 #: The owner of the subscriptions opened in this context, if any.
@@ -176,13 +179,10 @@ class Subscription:
                 hub.bus.connect(channel, self.deliver)
             for channel in self.channels:
                 hub.backend.listen(channel)
-            running = owner.get()
-            if running is not None:
-                running.adopt(self)
             if self.expires is not None:
                 hub.monitor.expire(self.close, self.expires)
             hub.send(signals.client_connected, subscription=self)
-            records = self.replay(limit)
+            records, announce = self.replay(limit)
             if self.present is None:  # after the replay: it hears its own join
                 self.present = True
                 hub.presence.enter(self.channels, self.member)
@@ -192,7 +192,10 @@ class Subscription:
                 EndReason.REVOKED
             ):
                 hub.count("revoked")
-            return records
+            running = owner.get()
+            if running is not None:
+                running.adopt(self, announce)
+            return records, announce
         except BaseException as error:
             # Whatever failed, the slot and the bus receivers are released.
             unavailable = isinstance(error, BackendUnavailable)

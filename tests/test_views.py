@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import typing as t
 
 import pytest
@@ -310,10 +311,23 @@ def test_generator_view_iterating_a_subscription_ends_with_the_stream(
     with signals.client_connected.connected_to(lambda *a, **k: connected.set(), app):
         with app.test_client().get("/wrapped", buffered=False) as rv:
             chunks = iter(rv.response)
-            assert next(chunks) == b"retry: 3000\n"
-            assert connected.wait(5)  # the view's own thread has subscribed
+            # The head waited for the subscription: the opening announces
+            # where it starts, as a returned subscription's does.
+            opening = next(chunks)
+            assert connected.is_set()
+            match = re.fullmatch(rb"retry: 3000\nid: ([0-9a-z-]+)\n\n", opening)
+            assert match is not None, opening
             sent = publish(app, events, "a", "hi")
             assert next(chunks) == f"id: {sent.id}\ndata: HI\n\n".encode()
+    # A client that left before that event resumes from the announced id,
+    # and gets it.
+    resumed = app.test_client().get(
+        "/wrapped", headers={"Last-Event-ID": match[1].decode()}, buffered=False
+    )
+    with resumed:
+        chunks = iter(resumed.response)
+        assert next(chunks) == b"retry: 3000\n"  # a cursor: nothing to announce
+        assert next(chunks) == f"id: {sent.id}\ndata: HI\n\n".encode()
     # Closing the stream closed the subscription the view was waiting on.
     with app.app_context():
         assert events.stats()["connections"] == 0

@@ -23,6 +23,7 @@ from ..signals import EndReason
 from ..subscription import owner
 from ..subscription import Subscription
 from ..wire import Event
+from .sse import Options
 from .stream import MAX_CHUNK
 
 #: The most seconds the response head waits for a generator's first item.
@@ -39,17 +40,23 @@ class Runner:
     :param items: the view's generator.
     :param hub: the app's live parts.
     :param name: what it serves, for the log.
-    :param heartbeat: how long it waits at most to hand over an item while
-        its stream is busy, before it looks whether it was stopped.
+    :param options: its stream's options: the opening, and the heartbeat
+        (how long it waits at most to hand over an item while its stream is
+        busy, before it looks whether it was stopped).
     """
 
     def __init__(
-        self, items: t.Iterator[t.Any], hub: Hub, name: str, heartbeat: float
+        self, items: t.Iterator[t.Any], hub: Hub, name: str, options: Options
     ) -> None:
         self.items = items
         self.hub = hub
         self.name = name
-        self.heartbeat = heartbeat
+        self.options = options
+        self.heartbeat = options.heartbeat
+        #: The id its first subscription announced, if it opened one before
+        #: the stream's opening was written: the stream announces it too, so
+        #: a client that reconnects before any event resumes from there.
+        self.announce: str | None = None
         self.chunks: queue.Queue[t.Any] = queue.Queue(maxsize=64)
         self.stopped = False
         self.opened: list[Subscription] = []
@@ -78,10 +85,19 @@ class Runner:
         self._held = item
         return None
 
-    def adopt(self, subscription: Subscription) -> None:
+    def adopt(self, subscription: Subscription, announce: str | None) -> None:
         """A subscription opened by the generator (see ``owner``)."""
         self.opened.append(subscription)
+        if self.stopped:
+            subscription.close()  # its stream ended while it opened
+        elif len(self.opened) == 1:
+            self.announce = announce
         self.settled.set()
+
+    # -- a Source ---------------------------------------------------------
+
+    def opening(self) -> list[bytes]:
+        return [self.options.opening(self.announce)]
 
     # -- a Source ---------------------------------------------------------
 

@@ -94,13 +94,20 @@ class Events:
     at a time, then live events; each batch joined into few writes.
     """
 
-    __slots__ = ("sub", "direct", "_replaying")
+    __slots__ = ("sub", "direct", "_first", "_replaying")
 
-    def __init__(self, sub: Subscription, *, replaying: bool, direct: bool) -> None:
+    def __init__(
+        self, sub: Subscription, first: list[bytes], *, replaying: bool, direct: bool
+    ) -> None:
         self.sub = sub
         #: The stream may be written to by the publisher while it waits.
         self.direct = direct
+        self._first = first
         self._replaying = replaying
+
+    def opening(self) -> list[bytes]:
+        first, self._first = self._first, []
+        return first
 
     def take(self, timeout: float) -> list[bytes] | None:
         sub = self.sub
@@ -162,11 +169,10 @@ def stream_response(
     hub.count("delivered", len(records))
     opening = options.opening(announce)
     first[:1] = [opening + first[0]] if first else [opening]
-    source = Events(sub, replaying=bool(records), direct=connection is not None)
+    source = Events(sub, first, replaying=bool(records), direct=connection is not None)
     body = Stream(
         hub,
         source,
-        first,
         name=repr(sub),
         heartbeat=options.heartbeat,
         retry=options.retry,

@@ -54,6 +54,8 @@ MAX_CHUNK = 256 * 1024
 class State(enum.Enum):
     """Where a stream is in its life."""
 
+    #: Nothing written yet: its source gives the opening first.
+    OPENING = "opening"
     #: A greenlet or thread is producing or writing its bytes.
     RUNNING = "running"
     #: Waiting for its source in the server's greenlet or thread.
@@ -66,6 +68,12 @@ class State(enum.Enum):
 
 class Source(t.Protocol):
     """What a stream sends: a subscription's events, or a generator's items."""
+
+    def opening(self) -> list[bytes]:
+        """The first writes, at once, so that the client's ``open`` fires
+        without waiting for an event: a ``retry:`` line, the id a client
+        without a cursor resumes from, and what is ready already.
+        """
 
     def take(self, timeout: float) -> list[bytes] | None:
         """What is ready to write, waiting up to ``timeout`` seconds for
@@ -97,8 +105,6 @@ class Stream:
 
     :param hub: the app's live parts in this worker.
     :param source: what it sends.
-    :param first: its first writes, the opening first: written at once, so
-        that the client's ``open`` fires without waiting for an event.
     :param name: what it serves, for the log.
     :param heartbeat: seconds of silence before a heartbeat comment.
     :param retry: the ``retry:`` delay in milliseconds, for its last hint.
@@ -118,7 +124,6 @@ class Stream:
         self,
         hub: Hub,
         source: Source,
-        first: list[bytes],
         *,
         name: str,
         heartbeat: float,
@@ -135,7 +140,7 @@ class Stream:
         #: The client's socket, for the monitor's hang-up poll and cuts.
         self.socket = socket
         self.connection = connection
-        self.state = State.RUNNING
+        self.state = State.OPENING
         #: Why it ended, once that is decided.
         self.reason: EndReason | None = None
         self.started = time.monotonic()
@@ -146,7 +151,7 @@ class Stream:
         self._fast = fast if connection is not None else None
         #: Whole chunks to write, in order: few at a time (a list costs an
         #: idle stream less than a deque).
-        self._out = first
+        self._out: list[bytes] = []
         #: What the kernel did not take of an offered run, framed already.
         self._rest: memoryview | None = None
         self._last_write = self.started
@@ -166,6 +171,9 @@ class Stream:
         """
         self.writing_since = None
         self._woken = False
+        if self.state is State.OPENING:
+            self.state = State.RUNNING
+            self._out = self.source.opening()
         # The rest of an offered run first: anything else would land inside it.
         if self._rest is not None and not self._write_rest():
             self._decide(EndReason.CLOSED)  # the client is gone: nothing more

@@ -144,12 +144,11 @@ def respond(
     if hub.monitor.stopping:
         return sse_response([jittered(options.retry)], hub, headers)
     name = f"the generator view {request.path}"
-    runner = Runner(iter(rv), hub, name, options.heartbeat)
+    runner = Runner(iter(rv), hub, name, options)
     # Watched from now on: a stop while the generator starts ends it too.
     body = Stream(
         hub,
         runner,
-        [options.opening(None)],
         name=name,
         heartbeat=options.heartbeat,
         retry=options.retry,
