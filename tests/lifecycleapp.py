@@ -13,6 +13,7 @@ import os
 import sys
 import typing as t
 
+from appkit import instrument
 from flask import Flask
 from flask import jsonify
 from flask import request
@@ -21,9 +22,7 @@ from flask import send_file
 from flask import url_for
 
 from flask_eventstream import EventStream
-from flask_eventstream import signals
 from flask_eventstream import stream
-from flask_eventstream import Subscription
 
 # Every record a WARNING or above, with its level and logger, one line each,
 # in the server's log: the tests find the library's warnings by those lines.
@@ -40,14 +39,14 @@ REFUSED = ("secret", "private.")
 def break_probe(names: str) -> None:
     """Hide attributes of gunicorn's response object from every caller
     outside gunicorn, which keeps working as before: the fast path (direct
-    writes and parked streams, ``http/direct.py`` and ``http/parking.py``)
-    relies on them, so the library must find them missing and serve every
+    writes and parked streams) relies on them, so the server adapter's probe
+    (``flask_eventstream/server.py``) must find one missing, serve every
     stream the portable way, and say so once.
 
     ``names`` is a comma-separated list; ``"1"`` means the default,
-    ``force_close,chunked``: ``DirectWriter.find`` checks both (``hasattr``),
-    ``detach`` calls ``force_close()`` and sets ``chunked``; a probe of the
-    class can see ``force_close`` (a method), one of a response sees both.
+    ``force_close,chunked``: the probe looks for ``force_close`` on the class
+    (a method) and for ``chunked`` in the constructor's source, so hiding
+    ``force_close`` is what it sees.
     To break something else, name it here (any attribute of
     ``gunicorn.http.wsgi.Response`` or of its instances).
     """
@@ -113,21 +112,7 @@ def create_app() -> Flask:
     def authorize(channel: str) -> bool:
         return not channel.startswith(REFUSED)
 
-    if os.environ.get("TEST_LOG_ENDS"):  # why each stream ended, in the log
-
-        def ended(sender: Flask, subscription: Subscription, reason: str) -> None:
-            print(f"[{os.getpid()}] ended {subscription!r}: {reason}", file=sys.stderr)
-
-        signals.client_disconnected.connect(ended, sender=app, weak=False)
-
-    @app.after_request
-    def worker_pid(response: t.Any) -> t.Any:
-        response.headers["X-Worker-Pid"] = str(os.getpid())
-        return response
-
-    @app.get("/health")
-    def health() -> t.Any:
-        return "ok"
+    instrument(app)
 
     # The same subscription served two ways: returned (the control) ...
     @app.get("/stream/<channels>")

@@ -7,10 +7,10 @@ on, read by ``app.config.from_prefixed_env``).
 from __future__ import annotations
 
 import os
-import sys
 import time
 import typing as t
 
+from appkit import instrument
 from flask import abort
 from flask import Flask
 from flask import jsonify
@@ -71,21 +71,7 @@ def create_app() -> Flask:
 
         signals.client_disconnected.connect(broken, sender=app, weak=False)
 
-    if os.environ.get("TEST_LOG_ENDS"):  # set under pytest, not in benchmarks
-        # Why each stream ended, in the server's log (shown when a test fails).
-        def ended(sender: Flask, subscription: Subscription, reason: str) -> None:
-            print(f"[{os.getpid()}] ended {subscription!r}: {reason}", file=sys.stderr)
-
-        signals.client_disconnected.connect(ended, sender=app, weak=False)
-
-    @app.after_request
-    def worker_pid(response: t.Any) -> t.Any:
-        response.headers["X-Worker-Pid"] = str(os.getpid())
-        return response
-
-    @app.get("/health")
-    def health() -> t.Any:
-        return "ok"
+    instrument(app)
 
     @app.get("/stream/<channels>")
     @stream
