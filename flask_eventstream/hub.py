@@ -28,6 +28,7 @@ from .monitor import worker_name
 from .presence import Presence
 from .server import fast_path
 from .server import gunicorn_worker
+from .server import Limit
 from .server import stream_limit
 from .settings import Settings
 from .wire import Event
@@ -101,22 +102,23 @@ class Hub:
         self.monitor = Monitor(settings, self.figures, self.reporters)
         #: Who is connected, by channel (see :meth:`EventStream.presence`).
         self.presence = Presence(self.backend, settings, self.announce, logger)
-        self._limit: tuple[int, int, bool] | None = None
+        self._limit: tuple[int, Limit] | None = None
+        #: Streams and long-polls that keep a greenlet or thread of the
+        #: server (not parked).
+        self.held = 0
         if gunicorn_worker() is not None:
-            self.stream_limit()  # said at the worker's start, if it is lowered
+            self.limit()  # said at the worker's start, if it is lowered
 
-    def stream_limit(self) -> tuple[int, bool]:
-        """The most subscriptions this worker holds at once, and whether that
-        is below ``EVENTSTREAM_MAX_CONNECTIONS`` (its descriptors or its
-        server allow fewer: see :func:`~flask_eventstream.server.stream_limit`).
-        Found once per worker.
+    def limit(self) -> Limit:
+        """How many streams this worker holds at once (see
+        :func:`~flask_eventstream.server.stream_limit`), found once per worker.
         """
         if self._limit is None or self._limit[0] != os.getpid():
             settings = self.settings
             parks = settings.direct_writes and fast_path() is not None
             found = stream_limit(settings.max_connections, parks=parks)
-            self._limit = (os.getpid(), found.streams, found.warning is not None)
-        return self._limit[1], self._limit[2]
+            self._limit = (os.getpid(), found)
+        return self._limit[1]
 
     @property
     def app(self) -> t.Any:

@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import typing as t
 
 from .wire import frame_chunk
@@ -98,19 +99,32 @@ def graceful_timeout() -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def worker_connections() -> int | None:
-    """The gevent worker's ``worker_connections``: requests it serves at once."""
-    worker = gunicorn_worker()
-    if worker is None or type(worker).__name__ != "GeventWorker":
+def server_pool() -> tuple[int, str] | None:
+    """How many requests this gunicorn worker serves at once, and the
+    setting that says so: gevent's ``worker_connections``, gthread's
+    ``threads``; ``None`` elsewhere.
+    """
+    setup = gunicorn_setup()
+    if setup is None:
         return None
+    if setup.kind == "gthread":
+        return setup.threads, "threads"
+    worker = gunicorn_worker()
     value = getattr(getattr(worker, "cfg", None), "worker_connections", None)
-    return value if isinstance(value, int) else None
+    if setup.kind == "gevent" and isinstance(value, int):
+        return value, "worker_connections"
+    return None
 
 
 class Limit(t.NamedTuple):
     """How many streams this worker may hold, and why."""
 
+    #: Streams and long-polls in all: each holds a descriptor.
     streams: int
+    #: Of those, how many may keep a greenlet or thread of the server's pool
+    #: (a generator view, a long-poll, a stream that is not parked);
+    #: ``None`` where the server has no such pool.
+    held: int | None
     #: Set when the configured limit was lowered: what the log said.
     warning: str | None = None
 
@@ -120,8 +134,9 @@ def stream_limit(configured: int, *, parks: bool) -> Limit:
 
     Each stream holds a descriptor: the limit leaves headroom under
     ``RLIMIT_NOFILE`` (raising the soft limit to the hard one first, if that
-    is enough), and, where streams are not parked (each keeps a greenlet of
-    gunicorn's pool), under ``worker_connections``.
+    is enough). A stream that is not parked also keeps a greenlet or thread
+    of the server's pool: those leave headroom in the pool. Where streams
+    cannot park (``parks`` is false), that bounds every stream.
     """
     limit = configured
     reasons = []
@@ -140,14 +155,17 @@ def stream_limit(configured: int, *, parks: bool) -> Limit:
         if usable < limit:
             limit = usable
             reasons.append(f"the descriptor limit (RLIMIT_NOFILE) is {soft}")
-    pool = None if parks else worker_connections()
+    pool = server_pool()
+    held = None
     if pool is not None:
-        usable = max(1, pool - _headroom(pool))
-        if usable < limit:
-            limit = usable
-            reasons.append(f"gunicorn's worker_connections is {pool}")
+        size, setting = pool
+        held = max(1, size - max(2, size // 10))
+        if not parks and held < limit:
+            limit = held
+            reasons.append(f"gunicorn's {setting} is {size}")
+    held = min(held, limit) if held is not None else None
     if limit == configured:
-        return Limit(limit)
+        return Limit(limit, held)
     warning = (
         f"EVENTSTREAM_MAX_CONNECTIONS is {configured}, but {' and '.join(reasons)}:"
         f" this worker serves at most {limit} streams and answers 503 past that,"
@@ -155,7 +173,7 @@ def stream_limit(configured: int, *, parks: bool) -> Limit:
         " limit ('ulimit -n', LimitNOFILE=) or lower EVENTSTREAM_MAX_CONNECTIONS."
     )
     logger.warning(warning)
-    return Limit(limit, warning)
+    return Limit(limit, held, warning)
 
 
 def _headroom(descriptors: int) -> int:
@@ -422,6 +440,39 @@ class Connection:
             self.raw.close()
         except OSError:
             pass
+
+
+# -- background work --------------------------------------------------------
+
+
+class Task:
+    """``target`` run in the background: a greenlet where gevent patched
+    the standard library, else a daemon thread.
+    """
+
+    __slots__ = ("_greenlet",)
+
+    def __init__(self, target: t.Callable[[], None]) -> None:
+        self._greenlet: t.Any = None
+        monkey = sys.modules.get("gevent.monkey")
+        if monkey is not None and monkey.is_module_patched("threading"):
+            import gevent
+
+            self._greenlet = gevent.spawn(target)
+        else:
+            threading.Thread(target=target, daemon=True).start()
+
+    def stop(self, grace: float) -> None:
+        """Raise ``GreenletExit`` in it if it still runs in ``grace``
+        seconds: code waiting for something else than its stream (a
+        generator that never yields again) does not outlive it. A thread
+        cannot be stopped so.
+        """
+        greenlet = self._greenlet
+        if greenlet is not None and not greenlet.dead:
+            import gevent
+
+            gevent.spawn_later(grace, greenlet.kill, block=False)
 
 
 # -- sockets ----------------------------------------------------------------

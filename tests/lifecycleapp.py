@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import typing as t
 
 from appkit import instrument
@@ -127,6 +128,13 @@ def create_app() -> Flask:
         for event in events.subscribe(*channels.split(",")):  # noqa: UP028
             yield event
 
+    @app.get("/never")
+    @stream
+    def never() -> t.Any:
+        # Waits for something that never comes: it yields nothing, ever.
+        threading.Event().wait()
+        yield "never"
+
     @app.post("/publish")
     def publish() -> t.Any:
         channel = request.form["channel"]
@@ -174,6 +182,7 @@ def create_app() -> Flask:
 
         from greenlet import greenlet
 
+        gc.collect()  # count what is kept, not garbage awaiting collection
         return {
             "greenlets": sum(isinstance(o, greenlet) for o in gc.get_objects()),
             "fds": len(os.listdir("/proc/self/fd")),

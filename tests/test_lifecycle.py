@@ -510,6 +510,95 @@ def test_a_worker_at_its_descriptor_limit_refuses_streams_and_keeps_answering() 
     assert warning_lines(log, DESCRIPTOR_WARNING), log[-3000:]
 
 
+def full_or_served(
+    server: Server, path: str, count: int
+) -> tuple[list[RawStream], int]:
+    """Open ``count`` streams of ``path`` one after the other; each is served
+    (200) or refused (503 with a message and ``Connection: close``), none is
+    left unanswered. Return the open streams and the first refused one.
+    """
+    streams: list[RawStream] = []
+    for n in range(count):
+        raw = RawStream(server.url, path, timeout=3)
+        try:
+            raw.read_head()
+        except (TimeoutError, EOFError, ConnectionError) as error:
+            raw.close()
+            raise AssertionError(f"{path} {n} got no status line ({error!r})") from None
+        if raw.status == 503:
+            assert raw.headers.get("connection", "").lower() == "close", raw.raw_head
+            assert b"most streams" in message(raw)
+            raw.close()
+            return streams, n
+        assert raw.status == 200, (n, raw.status)
+        streams.append(raw)
+    return streams, count
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "extra", "limit"),
+    [
+        # worker_connections 30: 27 greenlets for streams that keep one.
+        ("gevent", "/gen/held", ["--worker-connections", "30"], 27),
+        # 20 threads, each stream keeps one: 18 streams.
+        ("gthread", "/stream/held", ["--threads", "20"], 18),
+    ],
+    ids=["generator", "gthread-subscription"],
+)
+def test_streams_that_keep_a_greenlet_leave_some_to_other_requests(
+    kind: str, path: str, extra: list[str], limit: int
+) -> None:
+    """A generator view keeps a greenlet of gunicorn's pool for as long as
+    it streams (and under gthread every stream keeps a thread): past what
+    the pool can spare, a 503 with ``Connection: close``, and a plain route
+    still answers.
+    """
+    server = Server(kind, app=APP, extra=extra).start()
+    streams: list[RawStream] = []
+    try:
+        streams, refused = full_or_served(server, path, limit + 5)
+        assert refused == limit, f"the {refused + 1}th stream was refused"
+        start = time.monotonic()
+        health = httpx.get(server.url + "/health", timeout=2)
+        assert health.status_code == 200 and health.text == "ok"
+        assert time.monotonic() - start < 1
+        # One leaves: its greenlet or thread is free, and a stream is served.
+        streams.pop().close()
+        deadline = time.monotonic() + 5
+        while True:
+            more, refused = full_or_served(server, path, 1)
+            if more:
+                streams += more
+                break
+            assert time.monotonic() < deadline, "a freed slot was never reused"
+            time.sleep(0.1)  # the worker notices a client left within a period
+    finally:
+        for raw in streams:
+            raw.close()
+        server.stop()
+    assert "Traceback" not in server.final_output, server.final_output[-3000:]
+
+
+def test_a_generator_that_never_yields_again_is_stopped_when_its_client_leaves(
+    server: Server,
+) -> None:
+    """A generator view waiting on something that never comes does not keep
+    its greenlet (and a copy of its request context) once its client left.
+    """
+    before = server.debug()["greenlets"]
+    streams = [RawStream(server.url, "/never", timeout=5) for _ in range(20)]
+    for raw in streams:
+        raw.read_head()
+        assert raw.status == 200
+    assert server.debug()["greenlets"] >= before + 20
+    for raw in streams:
+        raw.close()
+    deadline = time.monotonic() + 5
+    while server.debug()["greenlets"] > before:
+        assert time.monotonic() < deadline, (before, server.debug())
+        time.sleep(0.1)
+
+
 # -- 6. Connection: close ------------------------------------------------
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import typing as t
 
 from flask import has_request_context
+from flask import request
 from werkzeug.exceptions import BadRequest
 from werkzeug.exceptions import Forbidden
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import ServiceUnavailable
 
 from ..hub import Hub
+from ..server import close_after
 from ..settings import check_channel
 from ..settings import MAX_REWIND
 from ..subscription import Subscription
@@ -121,17 +123,59 @@ def admit(
             if channel not in granted and not _allowed(hub, authorizer, channel):
                 message = f"Not allowed to subscribe to {channel!r}."
                 refuse(hub, Forbidden(message), "authorize refused %r.", channel)
-    limit, lowered = hub.stream_limit()
-    if hub.connections >= limit and not short_poll():
-        setting = f"EVENTSTREAM_MAX_CONNECTIONS = {settings.max_connections}"
-        if lowered:
-            setting = f"{limit}: {setting}, lowered to what the worker can hold"
-        error = ServiceUnavailable(
-            f"This worker serves its most streams ({setting}); try again later."
-        )
-        error.retry_after = 5
-        refuse(hub, error, "the worker holds %d streams.", hub.connections)
+    if not short_poll():
+        limit = hub.limit()
+        if hub.connections >= limit.streams:
+            setting = f"EVENTSTREAM_MAX_CONNECTIONS = {settings.max_connections}"
+            if limit.warning is not None:
+                setting = f"{limit.streams}: {setting}, lowered to what it can hold"
+            message = f"This worker serves its most streams ({setting})."
+            refuse(hub, full(message), "the worker holds %d streams.", hub.connections)
+        if has_request_context() and request.args.get("transport") == "longpoll":
+            admit_held(hub)
     return unique
+
+
+def admit_generator(hub: Hub) -> None:
+    """Refuse a generator view's stream when this worker is full: it holds
+    a descriptor like any stream, and keeps a greenlet or thread.
+
+    :raises ServiceUnavailable: then.
+    """
+    limit = hub.limit()
+    streams = len(hub.monitor.bodies)
+    if streams >= limit.streams:
+        message = f"This worker serves its most streams ({limit.streams})."
+        refuse(hub, full(message), "the worker holds %d streams.", streams)
+    admit_held(hub)
+
+
+def admit_held(hub: Hub) -> None:
+    """Refuse a stream that will keep a greenlet or thread of the server (a
+    generator view, a long-poll) when those are all taken: the server's
+    other requests need some.
+
+    :raises ServiceUnavailable: then.
+    """
+    limit = hub.limit()
+    if limit.held is not None and hub.held >= limit.held:
+        message = (
+            f"This worker serves its most streams that keep a greenlet or a"
+            f" thread ({limit.held}, below gunicorn's worker_connections or"
+            " threads)."
+        )
+        refuse(hub, full(message), "the worker holds %d greenlets.", hub.held)
+
+
+def full(message: str) -> ServiceUnavailable:
+    """A 503 for a full worker: retried later, on a new connection (a
+    refused client that kept this one would keep its descriptor too).
+    """
+    error = ServiceUnavailable(f"{message} Try again later.")
+    error.retry_after = 5
+    if has_request_context():
+        close_after(request.environ)
+    return error
 
 
 def refuse(hub: Hub, error: HTTPException, reason: str, *args: t.Any) -> t.NoReturn:

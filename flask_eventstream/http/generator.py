@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import BackendUnavailable
 from ..hub import Hub
+from ..server import Task
 from ..signals import EndReason
 from ..subscription import owner
 from ..subscription import Subscription
@@ -28,6 +29,9 @@ from .stream import MAX_CHUNK
 
 #: The most seconds the response head waits for a generator's first item.
 FIRST_ITEM_WAIT = 1.0
+#: Seconds a generator whose stream ended may run on before, under gevent,
+#: it is stopped where it waits (it yields nothing more).
+STOP_GRACE = 1.0
 
 _END = object()
 
@@ -65,15 +69,15 @@ class Runner:
         self._held: t.Any = None
         self._failed = False
         # Runs with a copy of the request context, made here in the view.
-        run = copy_current_request_context(self._run)
-        self.thread = threading.Thread(target=run, daemon=True)
+        self._run_here = copy_current_request_context(self._run)
+        self._task: Task | None = None
 
     def first(self, timeout: float = FIRST_ITEM_WAIT) -> BaseException | None:
         """Start the generator, and wait up to ``timeout`` seconds for its
         first item (or its first subscription); return the exception it
         raised before, if it did.
         """
-        self.thread.start()
+        self._task = Task(self._run_here)
         self.settled.wait(timeout)
         try:
             item = self.chunks.get_nowait()
@@ -162,6 +166,8 @@ class Runner:
             self.chunks.put_nowait(_END)
         except queue.Full:
             pass
+        if self._task is not None:
+            self._task.stop(STOP_GRACE)
 
     def interrupt(self) -> None:
         pass  # nothing of the stream's own is ever written while it waits
@@ -188,7 +194,8 @@ class Runner:
         return False
 
     def _run(self) -> None:
-        owner.set(self)
+        # Reset at the end: a context a greenlet shares would keep this.
+        adopting = owner.set(self)
         items = self.items
         try:
             try:
@@ -207,6 +214,7 @@ class Runner:
                 sub.close()
             self._put(_END)
             self.settled.set()
+            owner.reset(adopting)
 
 
 def encode_item(item: t.Any) -> bytes:

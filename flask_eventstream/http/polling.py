@@ -77,7 +77,7 @@ class LongPoll:
 
     __slots__ = (  # fmt: skip
         "hub", "sub", "socket", "started", "writing_since", "sse", "_gen",
-        "_busy", "__weakref__",
+        "_busy", "_holds", "__weakref__",
     )
 
     def __init__(
@@ -92,6 +92,8 @@ class LongPoll:
         self.sse = False
         self._gen = gen
         self._busy = False
+        self._holds = True  # a greenlet or thread of the server, until closed
+        hub.held += 1
         hub.monitor.add(self)
 
     def __iter__(self) -> LongPoll:
@@ -108,6 +110,9 @@ class LongPoll:
         return chunk
 
     def close(self) -> None:
+        if self._holds:
+            self._holds = False
+            self.hub.held -= 1
         self.hub.monitor.discard(self)
         self.writing_since = None
         if not self._busy:

@@ -116,7 +116,7 @@ class Stream:
     __slots__ = (  # fmt: skip
         "hub", "source", "name", "heartbeat", "retry", "socket", "connection",
         "state", "reason", "started", "writing_since", "sse",
-        "_fast", "_out", "_rest", "_last_write", "_woken", "_timer",
+        "_fast", "_out", "_rest", "_last_write", "_woken", "_timer", "_holds",
         "__weakref__",
     )
 
@@ -158,6 +158,9 @@ class Stream:
         #: Woken while it was not parked: it looks at its source again.
         self._woken = False
         self._timer: t.Any = None
+        #: It keeps a greenlet or thread of the server (until it parks).
+        self._holds = True
+        hub.held += 1
         hub.monitor.add(self)
 
     def __repr__(self) -> str:
@@ -251,12 +254,19 @@ class Stream:
         self._release()
 
     def _release(self) -> None:
+        self._let_go()
         self.hub.monitor.discard(self)
         self._decide(EndReason.CLOSED)
         self.writing_since = None
         # Also when it never started (a HEAD request, a failed write of the
         # head): its source is ended all the same.
         self.source.end(self.reason or EndReason.CLOSED)
+
+    def _let_go(self) -> None:
+        # The server's greenlet or thread is free: it parked, or it ended.
+        if self._holds:
+            self._holds = False
+            self.hub.held -= 1
 
     # -- ended from outside -----------------------------------------------
 
@@ -344,6 +354,7 @@ class Stream:
                 self._fast = None  # it waits in place from now on
                 return False
             self.socket = connection.raw
+            self._let_go()
             self.hub.monitor.moved(self)
             Parking.here().held.add(self)
         self.state = State.PARKED

@@ -30,6 +30,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..errors import BackendUnavailable
 from ..server import client_socket
 from ..subscription import Subscription
+from .admission import admit_generator
 from .context import current_hub
 from .cors import STREAM_VIEW
 from .generator import Runner
@@ -143,6 +144,7 @@ def respond(
         )
     if hub.monitor.stopping:
         return sse_response([jittered(options.retry)], hub, headers)
+    admit_generator(hub)
     name = f"the generator view {request.path}"
     runner = Runner(iter(rv), hub, name, options)
     # Watched from now on: a stop while the generator starts ends it too.
