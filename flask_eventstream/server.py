@@ -159,7 +159,7 @@ def stream_limit(configured: int, *, parks: bool) -> Limit:
     held = None
     if pool is not None:
         size, setting = pool
-        held = max(1, size - max(2, size // 10))
+        held = max(1, size - max(2, min(size // 10, 64)))
         if not parks and held < limit:
             limit = held
             reasons.append(f"gunicorn's {setting} is {size}")

@@ -100,7 +100,8 @@ class Server:
         if worker == "gevent":
             cmd += ["--worker-connections", "4000"]
         elif worker == "gthread" and "--threads" not in self.extra:
-            cmd += ["--threads", "520"]  # one thread per open stream
+            # One thread per open stream, and some for the other requests.
+            cmd += ["--threads", "560"]
         return [*cmd, *self.extra, self.app]
 
     def start(self, timeout: float = 20.0) -> Server:
