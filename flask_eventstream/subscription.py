@@ -93,10 +93,24 @@ class Subscription:
     open stream costs its queue and little else.
     """
 
-    __slots__ = (  # fmt: skip
-        "channels", "last_event_id", "hub", "member", "expires", "present",
-        "_queue", "_signal", "_high", "_ended", "_attached", "_consumer",
-        "_armed", "_replay", "_mark", "_rewind", "__weakref__",
+    __slots__ = (
+        "channels",
+        "last_event_id",
+        "hub",
+        "member",
+        "expires",
+        "present",
+        "_queue",
+        "_signal",
+        "_high",
+        "_ended",
+        "_attached",
+        "_consumer",
+        "_armed",
+        "_replay",
+        "_mark",
+        "_rewind",
+        "__weakref__",
     )
 
     def __init__(

@@ -75,9 +75,17 @@ class LongPoll:
     thread than the one that iterates it (a test client read with a timeout).
     """
 
-    __slots__ = (  # fmt: skip
-        "hub", "sub", "socket", "started", "writing_since", "sse", "_gen",
-        "_busy", "_holds", "__weakref__",
+    __slots__ = (
+        "hub",
+        "sub",
+        "socket",
+        "started",
+        "writing_since",
+        "sse",
+        "_gen",
+        "_busy",
+        "_holds",
+        "__weakref__",
     )
 
     def __init__(

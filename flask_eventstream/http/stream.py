@@ -113,10 +113,26 @@ class Stream:
     :param fast: the worker's fast path, if the stream may park.
     """
 
-    __slots__ = (  # fmt: skip
-        "hub", "source", "name", "heartbeat", "retry", "socket", "connection",
-        "state", "reason", "started", "writing_since", "sse",
-        "_fast", "_out", "_rest", "_last_write", "_woken", "_timer", "_holds",
+    __slots__ = (
+        "hub",
+        "source",
+        "name",
+        "heartbeat",
+        "retry",
+        "socket",
+        "connection",
+        "state",
+        "reason",
+        "started",
+        "writing_since",
+        "sse",
+        "_fast",
+        "_out",
+        "_rest",
+        "_last_write",
+        "_woken",
+        "_timer",
+        "_holds",
         "__weakref__",
     )
 
