@@ -21,8 +21,10 @@ which brings httpx.
 from __future__ import annotations
 
 import html
+import random
 import re
 import threading
+import time
 import types
 import typing as t
 
@@ -38,10 +40,30 @@ from .ids import RESET_EVENT
 from .wire import Event
 from .wire import Parser
 
-__all__ = ["RESET_EVENT", "EventSource", "StreamRefused"]
+__all__ = ["RESET_EVENT", "EventSource", "EventTooLarge", "StreamRefused"]
 
 #: The reconnection delay, in milliseconds, until the server sends one.
 DEFAULT_RETRY = 3000
+
+#: The bounds, in milliseconds, of any reconnection delay, whatever the
+#: server's ``retry:`` or ``Retry-After`` says: ``retry: 0`` must not make a
+#: hot loop, and a huge value must neither stop the client for good nor
+#: overflow a timer.
+MIN_RETRY = 100
+MAX_RETRY = 300_000
+
+#: The longest delay, in milliseconds, that back-off grows to after
+#: consecutive failed connections (a longer ``retry:`` still counts).
+MAX_BACKOFF = 30_000
+
+#: The default bound of one line, and of the ``data`` of one event, in
+#: bytes: eight times the largest event a server publishes by default
+#: (``EVENTSTREAM_MAX_EVENT_BYTES``).
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+#: Seconds a connection must stay open to count as healthy, though it
+#: brought no event (a quiet stream cut by a proxy is not a failure).
+HEALTHY_AFTER = 30.0
 
 #: Statuses after which a client must not reconnect on its own: the request
 #: itself is refused (403: not allowed or a token expired; 404; 400).
@@ -50,15 +72,33 @@ RETRYABLE = frozenset({408, 429})
 
 
 class StreamRefused(EventStreamError):
-    """The server refused the stream with a 4xx status: reconnecting would
-    not help. :attr:`status` is the status, :attr:`message` the server's
-    reason (the start of its answer).
+    """The stream cannot be read and reconnecting would not help: the server
+    refused it with a 4xx status, or answered ``200`` with something other
+    than ``text/event-stream`` (a login page a redirect led to, say).
+    :attr:`status` is the status, :attr:`message` the server's reason (the
+    start of its answer) or what was wrong with it.
     """
 
     def __init__(self, url: str, status: int, message: str) -> None:
         super().__init__(f"{url} answered {status}: {message}")
         self.status = status
         self.message = message
+
+
+class EventTooLarge(StreamRefused):
+    """A line, or the data of one event, passed the client's
+    ``max_event_bytes`` (:attr:`limit`). The stream is left: reading on
+    would drop that event silently, and reconnecting would get it again.
+    """
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(
+            url,
+            200,
+            f"a line or an event passed {limit} bytes (raise max_event_bytes"
+            " if the server sends events that large)",
+        )
+        self.limit = limit
 
 
 class EventSource:
@@ -68,6 +108,14 @@ class EventSource:
     stream, across reconnections, each with its ``id`` (the last id seen, as
     a browser's ``lastEventId``). The iteration ends when :meth:`close` is
     called or the server answers 204 (no more events for this client).
+
+    It trusts nothing it reads: the reconnection delay is the server's
+    ``retry:`` kept between :data:`MIN_RETRY` and :data:`MAX_RETRY`
+    milliseconds, doubled (with jitter, up to :data:`MAX_BACKOFF`) for each
+    connection in a row that fails or brings no event; a line or an event
+    larger than ``max_event_bytes`` ends the iteration with
+    :class:`EventTooLarge`; any field value is read as a browser reads it,
+    never raised on.
 
     An ``eventstream-reset`` event (:data:`RESET_EVENT`) says the server could
     not resume after the last id: events were lost, so what the client built
@@ -79,8 +127,14 @@ class EventSource:
         before the connection is taken for dead and made again.
     :param client: an ``httpx.Client`` to use (its own is made otherwise,
         and closed by :meth:`close`).
+    :param max_event_bytes: the longest line, and the most data one event
+        may carry, in bytes (default :data:`MAX_EVENT_BYTES`, 8 MiB): what
+        the client holds in memory for a stream.
     :raises StreamRefused: while iterating, on a 4xx answer other than 408
-        and 429 (403 for a refused or expired token, 404, 400).
+        and 429 (403 for a refused or expired token, 404, 400), or a 200
+        that is not ``text/event-stream``.
+    :raises EventTooLarge: while iterating, when a line or an event passes
+        ``max_event_bytes``.
     """
 
     def __init__(
@@ -91,8 +145,14 @@ class EventSource:
         headers: t.Mapping[str, str] | None = None,
         timeout: float | None = 60.0,
         client: httpx.Client | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
+        if type(max_event_bytes) is not int or max_event_bytes < 1:
+            raise ValueError(
+                f"max_event_bytes must be a positive int, not {max_event_bytes!r}."
+            )
         self.url = url
+        self.max_event_bytes = max_event_bytes
         #: The id to resume after: the last one received.
         self.last_event_id = last_event_id or ""
         self.headers = dict(headers or {})
@@ -102,6 +162,9 @@ class EventSource:
         self.status: int | None = None
         #: Connections made after the first.
         self.reconnects = 0
+        #: Connections in a row that failed or brought no event: the
+        #: back-off's exponent.
+        self.failures = 0
         self._own_client = client is None
         self._client = client or httpx.Client(
             timeout=httpx.Timeout(10.0, read=timeout), follow_redirects=True
@@ -146,57 +209,107 @@ class EventSource:
                 if not first:
                     self.reconnects += 1
                 first = False
-                delay = yield from self._connection()
-                if self._closed.wait(delay):
+                hint = yield from self._connection()
+                if self._closed.wait(self._delay(hint)):
                     return
         finally:
             self._response = None
             if self._own_client:
                 self._client.close()
 
-    def _connection(self) -> t.Generator[Event, None, float]:
-        """One connection: yield its events; return the seconds to wait
-        before the next.
+    def _delay(self, hint: float | None) -> float:
+        """The seconds to wait before the next connection: the server's
+        ``retry:`` (or ``Retry-After``, ``hint``, if longer) within the
+        bounds, grown with jitter for each failure in a row.
         """
-        headers = {"Accept": "text/event-stream", **self.headers}
+        retry = min(max(float(self.retry), MIN_RETRY), MAX_RETRY)
+        if hint is not None:
+            retry = min(max(hint * 1000, retry), MAX_RETRY)
+        if self.failures:
+            ceiling = max(float(MAX_BACKOFF), retry)
+            grown = min(retry * 2.0 ** min(self.failures, 32), ceiling)
+            # Jitter: clients dropped together do not all come back together.
+            retry = max(retry, grown * random.uniform(0.5, 1.0))
+        return retry / 1000
+
+    def _connection(self) -> t.Generator[Event, None, float | None]:
+        """One connection: yield its events; return the server's
+        ``Retry-After`` in seconds, if it sent one. Counts it in
+        :attr:`failures` unless it brought an event or lasted.
+        """
+        # The id as UTF-8, as a browser sends it (httpx would take a str
+        # header for ASCII and raise on an id with an accent).
+        headers = httpx.Headers({"Accept": "text/event-stream", **self.headers})
+        raw = list(headers.raw)
         if self.last_event_id:
-            headers["Last-Event-ID"] = self.last_event_id
+            raw.append((b"Last-Event-ID", self.last_event_id.encode("utf-8")))
+        opened = time.monotonic()
+        healthy = False
+        hint: float | None = None
         try:
-            with self._client.stream("GET", self.url, headers=headers) as response:
+            with self._client.stream("GET", self.url, headers=raw) as response:
                 self._response = response
                 self.status = status = response.status_code
                 if status == 204:
                     self._closed.set()
-                    return 0.0
+                    return None
                 kind = response.headers.get("content-type", "")
                 if status == 200 and kind.startswith("text/event-stream"):
-                    parser = Parser(self.last_event_id)
+                    parser = Parser(self.last_event_id, self.max_event_bytes)
                     for chunk in response.iter_bytes():
-                        for event in parser.feed(chunk):
-                            self.last_event_id = parser.last_event_id
-                            yield event
+                        try:
+                            events = parser.feed(chunk)
+                        except ValueError:
+                            self._closed.set()
+                            raise EventTooLarge(
+                                self.url, self.max_event_bytes
+                            ) from None
                         if parser.retry is not None:
                             self.retry = parser.retry
+                        for event in events:
+                            healthy = True
+                            self.failures = 0
+                            # Per event: a reader that stops here resumes
+                            # after this one, not after the chunk's last.
+                            self.last_event_id = event.id or ""
+                            yield event
+                        # Set by an id-only block too: the cursor the server
+                        # announced is the one to resume from.
+                        self.last_event_id = parser.last_event_id
                         if self._closed.is_set():
-                            return 0.0
+                            return None
+                elif status == 200:
+                    self._closed.set()
+                    raise StreamRefused(
+                        self.url,
+                        status,
+                        f"{kind or 'no content type'}, not an"
+                        " event stream (text/event-stream)",
+                    )
                 elif 400 <= status < 500 and status not in RETRYABLE:
                     message = response.read()[:500].decode("utf-8", "replace")
                     self._closed.set()
                     raise StreamRefused(self.url, status, _reason(message))
                 else:
-                    return _retry_after(response) or self.retry / 1000
+                    hint = _retry_after(response)
         except httpx.TransportError:
             pass  # dropped, refused or silent too long: reconnect
         except httpx.StreamClosed:
             pass  # closed from another thread
         finally:
             self._response = None
-        return self.retry / 1000
+        if healthy or time.monotonic() - opened >= HEALTHY_AFTER:
+            self.failures = 0
+        else:
+            self.failures += 1
+        return hint
 
 
 def _retry_after(response: httpx.Response) -> float | None:
     raw = response.headers.get("retry-after", "")
-    return float(raw) if raw.isdigit() else None
+    # isdigit() alone takes "²", which float() refuses; an HTTP date is
+    # ignored (the back-off applies).
+    return float(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def _reason(body: str) -> str:

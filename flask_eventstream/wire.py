@@ -13,6 +13,10 @@ __all__ = ["Event", "Parser", "frame_chunk", "parse"]
 
 #: Any of the three line breaks the standard accepts splits a data field.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_BYTE_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+#: What :class:`Parser` keeps of a ``retry:`` of more than 15 digits.
+_HUGE_RETRY = 10**15
 
 
 def _check_field(name: str, value: str) -> None:
@@ -187,64 +191,95 @@ class Parser:
     Feed it bytes as they arrive; it returns the events dispatched so far.
     Each event's ``id`` is the stream's last event id when it was dispatched,
     as ``MessageEvent.lastEventId`` is; ``event`` is ``None`` for ``message``.
-    :attr:`last_event_id` and :attr:`retry` hold the stream's current values.
+    :attr:`last_event_id` and :attr:`retry` hold the stream's current values:
+    an id-only block (``id: 5`` and a blank line) sets :attr:`last_event_id`
+    though it dispatches nothing, as in a browser.
+
+    The work is linear in the bytes fed, however they are cut: lines are
+    split on the raw bytes (CR and LF never occur inside a UTF-8 sequence),
+    and only the unfinished line is kept between chunks.
 
     :param last_event_id: the id a reconnecting client starts with, as a
         browser keeps it across reconnections.
+    :param max_bytes: the longest line, and the most ``data`` bytes one event
+        may gather, before :meth:`feed` raises; ``None`` for no bound (the
+        test kit's default: it reads the servers it is pointed at).
+    :raises ValueError: from :meth:`feed`, when a line or an event passes
+        ``max_bytes``. The stream cannot be read on from there.
     """
 
-    def __init__(self, last_event_id: str = "") -> None:
-        self._pending = ""
-        self._decoder_buffer = b""
+    def __init__(self, last_event_id: str = "", max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        #: The start of a line whose end has not arrived yet.
+        self._partial = bytearray()
+        #: The last chunk ended with CR: a LF opening the next one is its pair.
+        self._after_cr = False
         self._first = True
         self._data: list[str] = []
+        self._data_bytes = 0
         self._type = ""
         self._id_buffer = last_event_id
         self.last_event_id = last_event_id
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:
-        """Parse ``chunk``; return the events completed by it."""
-        data = self._decoder_buffer + chunk
-        # Keep an incomplete UTF-8 sequence at the end for the next chunk.
-        cut = len(data)
-        for back in range(1, min(4, len(data)) + 1):
-            byte = data[-back]
-            if byte & 0xC0 == 0x80:
-                continue
-            if byte & 0x80 and back < _utf8_length(byte):
-                cut = len(data) - back
-            break
-        self._decoder_buffer = data[cut:]
-        text = self._pending + data[:cut].decode("utf-8", errors="replace")
-        if self._first and text:
-            self._first = False
-            if text.startswith("\ufeff"):
-                text = text[1:]
-        held = ""
-        if text.endswith("\r"):
-            # It may be the first half of "\r\n": decide with the next chunk.
-            text, held = text[:-1], "\r"
-        lines = _LINE_BREAK.split(text)
-        self._pending = lines.pop() + held
+        """Parse ``chunk``; return the events completed by it.
+
+        :raises ValueError: when a line or an event passes ``max_bytes``.
+        """
+        start = 0
+        if self._after_cr and chunk:
+            self._after_cr = False
+            if chunk[:1] == b"\n":
+                start = 1
         events: list[Event] = []
-        for line in lines:
-            event = self._line(line)
+        for brk in _BYTE_LINE_BREAK.finditer(chunk, start):
+            if self._partial:
+                self._partial += chunk[start : brk.start()]
+                raw = bytes(self._partial)
+                self._partial.clear()
+            else:
+                raw = chunk[start : brk.start()]
+            start = brk.end()
+            self._check("A line", len(raw))
+            event = self._line(self._decode(raw), len(raw))
             if event is not None:
                 events.append(event)
+        if start < len(chunk):
+            self._partial += chunk[start:]
+            self._check("A line", len(self._partial))
+        elif chunk.endswith(b"\r"):
+            # It may be the first half of "\r\n": its line is already ended
+            # (an event is not held back waiting for the next bytes).
+            self._after_cr = True
         return events
 
     def end(self) -> list[Event]:
-        """The stream ended: a lone CR still held ends its line (it was no
-        half of a CRLF). An event not ended by a blank line is not dispatched.
+        """The stream ended. An unfinished line is dropped, and an event not
+        ended by a blank line is not dispatched.
         """
-        pending, self._pending = self._pending, ""
-        if not pending.endswith("\r"):
-            return []
-        last = self._line(pending[:-1])
-        return [] if last is None else [last]
+        self._partial.clear()
+        self._after_cr = False
+        return []
 
-    def _line(self, line: str) -> Event | None:
+    def _check(self, what: str, size: int) -> None:
+        if self.max_bytes is not None and size > self.max_bytes:
+            # The buffers are dropped: what is held is what was refused.
+            self._partial.clear()
+            self._data, self._data_bytes = [], 0
+            raise ValueError(
+                f"{what} of the event stream passed {self.max_bytes} bytes"
+                " (the parser's max_bytes)."
+            )
+
+    def _decode(self, raw: bytes) -> str:
+        if self._first:
+            self._first = False
+            if raw.startswith(b"\xef\xbb\xbf"):  # one leading BOM is ignored
+                raw = raw[3:]
+        return raw.decode("utf-8", errors="replace")
+
+    def _line(self, line: str, size: int) -> Event | None:
         if line == "":
             return self._dispatch()
         if line.startswith(":"):
@@ -253,6 +288,8 @@ class Parser:
         if colon and value.startswith(" "):
             value = value[1:]
         if name == "data":
+            self._data_bytes += size + 1  # the line's bytes: a bound, not a count
+            self._check("An event's data", self._data_bytes)
             self._data.append(value)
         elif name == "event":
             self._type = value
@@ -261,24 +298,21 @@ class Parser:
                 self._id_buffer = value
         elif name == "retry":
             if value.isascii() and value.isdigit():
-                self.retry = int(value)
+                # int() of thousands of digits raises: nobody waits that long.
+                self.retry = int(value) if len(value) <= 15 else _HUGE_RETRY
         return None
 
     def _dispatch(self) -> Event | None:
         self.last_event_id = self._id_buffer
         data, event_type = self._data, self._type
-        self._data, self._type = [], ""
+        self._data, self._data_bytes, self._type = [], 0, ""
         if not data:
             return None
-        return Event("\n".join(data), event_type or None, self.last_event_id)
-
-
-def _utf8_length(lead: int) -> int:
-    if lead >= 0xF0:
-        return 4
-    if lead >= 0xE0:
-        return 3
-    return 2
+        event = Event("\n".join(data), None, self.last_event_id)
+        # Set past Event's checks: a type with a NUL is what the server sent
+        # (a browser dispatches it too), not an error to raise here.
+        event.event = event_type or None
+        return event
 
 
 def parse(data: bytes) -> list[Event]:
