@@ -34,6 +34,7 @@ from ..server import shut_down
 from ..signals import EndReason
 from ..subscription import Subscription
 from .cors import cors_headers
+from .scope import subscriber_scope
 from .sse import Options
 
 
@@ -57,11 +58,13 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     # answer (a long-poll's answer comes within its timeout). Taken after
     # the read, as a stream's: the client's position is before its own join.
     hub.presence.lease(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
+    # Asked by a shared browser tab: whom it may share a connection with.
+    scope = subscriber_scope(sub.member) if "scope" in request.args else None
     if longpoll:
-        gen = _longpoll_body(sub, options, timeout, records, announce)
+        gen = _longpoll_body(sub, options, timeout, records, announce, scope)
         body: t.Iterable[bytes] = LongPoll(hub, sub, gen)
     else:
-        body = [_answer(sub, records, announce, options)]
+        body = [_answer(sub, records, announce, options, scope)]
     response = Response(body, mimetype="application/json", direct_passthrough=True)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -162,6 +165,7 @@ def _longpoll_body(
     timeout: float,
     records: list[Record],
     announce: str | None,
+    scope: str | None,
 ) -> t.Generator[bytes, None, None]:
     hub = sub.hub
     try:
@@ -180,13 +184,17 @@ def _longpoll_body(
             elif time.monotonic() < deadline:
                 yield b" "
         hub.count("delivered", len(records))
-        yield _answer(sub, records, announce, options)
+        yield _answer(sub, records, announce, options, scope)
     finally:
         sub.close()
 
 
 def _answer(
-    sub: Subscription, records: list[Record], announce: str | None, options: Options
+    sub: Subscription,
+    records: list[Record],
+    announce: str | None,
+    options: Options,
+    scope: str | None,
 ) -> bytes:
     records = records[: sub.hub.settings.poll_batch]
     events = [record.event.to_dict() for record in records]
@@ -199,6 +207,8 @@ def _answer(
         "lastEventId": last,
         "retry": options.retry,
     }
+    if scope is not None:
+        answer["scope"] = scope
     if events and events[0]["event"] == RESET_EVENT:
         answer["reset"] = True
     return json.dumps(answer, separators=(",", ":")).encode()
