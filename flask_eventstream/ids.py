@@ -103,6 +103,14 @@ def by_key(record: Record) -> Key:
     return record.key
 
 
+def newest(records: list[Record], count: int) -> list[Record]:
+    """The last ``count`` of ``records`` in id order (all of them if fewer
+    are there): what a rewind of ``count`` sends.
+    """
+    records.sort(key=by_key)
+    return records[-count:] if count > 0 else []
+
+
 class Record:
     """A stored event as it travels inside a worker: its channel, its key for
     ordering and de-duplication, and the event whose bytes every client shares.

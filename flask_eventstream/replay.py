@@ -16,6 +16,9 @@ from .ids import Record
 from .ids import RESET_EVENT
 from .wire import Event
 
+#: The most characters of a cursor a reset echoes back.
+MAX_ECHO = 64
+
 
 class Replay:
     """The replay of one subscription, and where it has got to.
@@ -25,7 +28,7 @@ class Replay:
     :param last_event_id: the client's cursor, or ``None``.
     """
 
-    __slots__ = ("hub", "channels", "last_event_id", "position", "more")
+    __slots__ = ("hub", "channels", "last_event_id", "position", "more", "_rewound")
 
     def __init__(
         self, hub: Hub, channels: tuple[str, ...], last_event_id: str | None
@@ -37,6 +40,9 @@ class Replay:
         self.position = Cursor((0, 0), "")
         #: Whether the last page was full: more may be stored after it.
         self.more = False
+        #: The rewound events not sent yet: a rewind is read at once (its
+        #: start is only known from the newest end) and sent a page at a time.
+        self._rewound: list[Record] = []
 
     def start(
         self, *, live: bool, limit: int, rewind: int = 0
@@ -48,15 +54,15 @@ class Replay:
         :param live: the subscription is on the bus (a stream, a long-poll):
             it may start where this worker's live events begin.
         :param rewind: a client without a cursor first gets the last this
-            many stored events (at most ``limit``).
+            many stored events, ``limit`` a page.
         """
         backend = self.hub.backend
         cursor = self.last_event_id
         if cursor is None and rewind > 0:
-            head, records = backend.latest(self.channels, min(rewind, limit))
+            head, records = backend.latest(self.channels, rewind)
             self.position = head  # what is older than the rewind is skipped
-            self.hub.count("replayed", len(records))
-            return records, None if records else str(head)
+            self._rewound = records
+            return self._rewind_page(limit), None if records else str(head)
         if cursor is None:
             head = backend.head_for(self.channels) if live else backend.head()
             self.position = head
@@ -73,7 +79,15 @@ class Replay:
         """Return the next page after a full one; ``[]`` once caught up."""
         if not self.more:
             return []
+        if self._rewound:
+            return self._rewind_page(limit)
         return self._read(limit)
+
+    def _rewind_page(self, limit: int) -> list[Record]:
+        page, self._rewound = self._rewound[:limit], self._rewound[limit:]
+        self.more = bool(self._rewound)
+        self.hub.count("replayed", len(page))
+        return page
 
     def _read(self, limit: int) -> list[Record]:
         try:
@@ -103,7 +117,8 @@ class Replay:
             {
                 "reason": problem.reason,
                 "detail": problem.detail,
-                "cursor": self.last_event_id,
+                # Echoed for whoever debugs it, not whole: it may be anything.
+                "cursor": (self.last_event_id or "")[:MAX_ECHO] or None,
             }
         )
         return [Record("", head.key, Event(data, RESET_EVENT, str(head)))]

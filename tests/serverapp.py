@@ -78,6 +78,12 @@ def create_app() -> Flask:
     def channels_stream(channels: str) -> t.Any:
         return events.subscribe(*channels.split(","))
 
+    @app.get("/iterate/<channels>")
+    @stream
+    def iterate_stream(channels: str) -> t.Any:
+        # The docs' generator view: it iterates a subscription.
+        yield from events.subscribe(*channels.split(","))
+
     @app.get("/quiet/<channels>")
     @stream(announce=False)
     def quiet_stream(channels: str) -> t.Any:

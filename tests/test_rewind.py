@@ -14,6 +14,7 @@ from conftest import on_backend
 from conftest import Server
 
 from flask_eventstream.testing import check_delivery
+from flask_eventstream.wire import Parser
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -79,3 +80,53 @@ def test_rewind_is_bounded_by_the_history_and_checked(server: Server) -> None:
     for bad in ("-1", "1001", "x", "1e3"):
         rv = httpx.get(f"{server.url}/stream/rc?rewind={bad}", timeout=5)
         assert rv.status_code == 400 and "rewind" in rv.text
+
+
+#: The view kinds that serve a subscription: returned from a view, iterated
+#: by a generator view, the built-in endpoint.
+VIEWS = ["/stream/", "/iterate/", "/events/"]
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_a_stream_rewinds_every_event_asked_for_a_page_at_a_time(
+    server: Server, view: str
+) -> None:
+    """100 events, more than one replay page (8 events with the default
+    EVENTSTREAM_MAX_EVENT_BYTES): a stream sends all 100, as a poll does.
+    """
+    channel = f"many{view.strip('/')}"
+    ids = server.publish(channel, "{n}", count=100)
+    stream = RawStream(server.url, f"{view}{channel}?rewind=100")
+    stream.read_head()
+    stream.parser = Parser()
+    got = stream.events(100)
+    stream.close()
+    assert [e.id for e in got] == ids
+    assert [e.data for e in got] == [str(n) for n in range(100)]
+
+
+@pytest.mark.parametrize("rewind", [7, 8, 12])
+@pytest.mark.parametrize("transport", ["sse", "poll", "longpoll"])
+def test_a_rewind_past_what_is_stored_sends_everything_stored(
+    server: Server, transport: str, rewind: int
+) -> None:
+    """7 stored: ``?rewind=8`` and ``?rewind=12`` send the 7."""
+    channel = f"seven-{transport}-{rewind}"
+    ids = server.publish(channel, "{n}", count=7)
+    if transport == "sse":
+        stream = RawStream(server.url, f"/stream/{channel}?rewind={rewind}")
+        stream.read_head()
+        stream.parser = Parser()
+        got = [e.id for e in stream.events(7)]
+        # Nothing more comes: the next event is a live one.
+        live = server.publish(channel, "live")
+        got += [e.id for e in stream.events(1)]
+        stream.close()
+        assert got == ids + live
+    else:
+        answer = httpx.get(
+            f"{server.url}/stream/{channel}",
+            params={"transport": transport, "rewind": str(rewind), "timeout": "1"},
+            timeout=10,
+        ).json()
+        assert [e["id"] for e in answer["events"]] == ids

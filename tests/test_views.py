@@ -196,9 +196,21 @@ def test_multi_channel_resume_in_id_order(
         assert [next(got).data for _ in expected] == expected
 
 
+#: Cursors outside the id alphabet: from another SSE server, a proxy that
+#: rewrote ids, another app that used the URL before.
+UNREADABLE_CURSORS = [
+    "1" * 65,
+    "Garbage!",
+    "with space",
+    "\u00e9t\u00e9".encode().decode("latin-1"),
+    "x" * 4096,
+]
+
+
 @pytest.mark.parametrize(
     ("cursor", "reason"),
     [
+        *((cursor, "malformed") for cursor in UNREADABLE_CURSORS),
         ("1-2-3-4", "malformed"),
         ("18446744073709551616-0-{epoch}", "malformed"),  # past 64 bits
         ("1-0", "epoch"),  # the id form of earlier versions
@@ -218,6 +230,7 @@ def test_unusable_cursor_resets_then_goes_live(
         reset = next(got)
         assert reset.event == "eventstream-reset"
         assert json.loads(reset.data)["reason"] == reason
+        assert len(json.loads(reset.data)["cursor"]) <= 64  # echoed, not whole
         live = publish(app, events, "a", "after")
         assert next(got) == Event("after", id=live.id)
 
@@ -254,15 +267,12 @@ def test_expired_cursor_resets(app: Flask) -> None:
         ("/sub/a,secret", {}, 403, b"Not allowed"),
         ("/sub/bad%20name", {}, 400, b"Invalid channel"),
         ("/sub/" + ",".join(f"c{n}" for n in range(33)), {}, 400, b"MAX_CHANNELS"),
-        ("/sub/a", {"Last-Event-ID": "1" * 65}, 400, b"cursor"),
-        ("/sub/a", {"Last-Event-ID": "Garbage!"}, 400, b"cursor"),
-        (
-            "/sub/a",
-            {"Last-Event-ID": "\u00e9t\u00e9".encode().decode("latin-1")},
-            400,
-            b"cursor",
+        *(
+            (f"/sub/a?transport={transport}", {"Last-Event-ID": cursor}, 400, b"cursor")
+            for transport in ("poll", "longpoll")
+            for cursor in UNREADABLE_CURSORS
         ),
-        ("/sub/a?lastEventId=1-0%00", {}, 400, b"cursor"),
+        ("/sub/a?transport=poll&lastEventId=1-0%00", {}, 400, b"cursor"),
         ("/sub/a?transport=carrier-pigeon", {}, 400, b"Unknown transport"),
     ],
 )

@@ -18,6 +18,7 @@ from ..ids import CursorProblem
 from ..ids import format_id
 from ..ids import Key
 from ..ids import new_epoch
+from ..ids import newest
 from ..ids import now_ms
 from ..ids import Record
 from ..ids import Run
@@ -205,8 +206,7 @@ class MemoryBackend(Backend):
                 history = self._channels.get(channel)
                 if history is not None:
                     found.extend(list(history.events)[-count:])
-        found.sort(key=by_key)
-        return head, found[len(found) - count :] if count else []
+        return head, newest(found, count)
 
     def stats(self) -> dict[str, t.Any]:
         return {"backend": "memory", "history": self.history_sizes()}

@@ -17,6 +17,9 @@ MAX_CURSOR_LENGTH = 64
 #: What a cursor from a request is made of: the characters of an id (digits,
 #: ``-`` and the epoch's lower-case letters).
 CURSOR_PATTERN = re.compile(r"\A[0-9a-z-]+\Z")
+#: The transports whose client sends back what the answer says, and reads a
+#: 400: a stream's ``EventSource`` does neither.
+POLLS = ("poll", "longpoll")
 
 
 def short_poll() -> bool:
@@ -30,7 +33,13 @@ def request_cursor() -> str | None:
     """The cursor this request resumes after: its ``Last-Event-ID`` header,
     else its ``lastEventId`` query argument; ``None`` without one.
 
-    :raises BadRequest: for a cursor that is not made of an id's characters.
+    A stream is given one it cannot read as is: its replay answers with an
+    ``eventstream-reset`` (reason ``malformed``) and goes on live. A refusal
+    would end it for good: ``EventSource`` never reconnects after a status
+    other than 200, and it sends the same ``Last-Event-ID`` each time.
+
+    :raises BadRequest: on a poll or a long-poll, for a cursor that is not
+        made of an id's characters.
     """
     raw = request.headers.get("Last-Event-ID")
     if raw is None:
@@ -38,6 +47,8 @@ def request_cursor() -> str | None:
     if not raw:
         return None
     if len(raw) > MAX_CURSOR_LENGTH or CURSOR_PATTERN.match(raw) is None:
+        if request.args.get("transport") not in POLLS:
+            return raw
         raise BadRequest(
             f"The cursor (Last-Event-ID or lastEventId) must be at most"
             f" {MAX_CURSOR_LENGTH} digits, lower-case letters and '-'; send"

@@ -24,6 +24,7 @@ from ...ids import CursorProblem
 from ...ids import format_key
 from ...ids import Key
 from ...ids import new_epoch
+from ...ids import newest
 from ...ids import now_ms
 from ...ids import Record
 from ...wire import Event
@@ -291,9 +292,8 @@ class RedisBackend(RedisPresence, Backend):
             for channel, entries in zip(channels, replies[2:], strict=True)
             for id, fields in entries
         ]
-        found.sort(key=by_key)
         head = Cursor(key_of(replies[0]), epoch)
-        return head, found[len(found) - count :] if count else []
+        return head, newest(found, count)
 
     # -- listening --------------------------------------------------------
 
