@@ -137,9 +137,11 @@ class EventStream:
         :param data: a ``str`` is sent as it is; anything else is serialised
             with the app's JSON provider (``app.json``).
         :param event: the event type, or ``None`` for a plain ``message``.
-        :param idempotency_key: a repeat with the same key within
-            ``EVENTSTREAM_IDEMPOTENCY_WINDOW`` stores and sends nothing and
-            returns the first event: a publish retried after a
+        :param idempotency_key: a repeat with the same key on the same
+            channel within ``EVENTSTREAM_IDEMPOTENCY_WINDOW`` stores and sends
+            nothing and returns the first event (a key is scoped to its
+            channel: on another channel it is another event): a publish
+            retried after a
             :class:`PublishError` is never stored twice (with Redis, across
             processes, atomically with the append).
         :return: the stored event, with the id the backend assigned.

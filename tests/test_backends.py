@@ -331,3 +331,34 @@ def test_concurrent_appends_share_one_pipeline() -> None:
         backend.close()
         client.close()
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("pay.1", "pay.2"),
+        # Names that a joined "channel:key" or "channel/key" would confuse.
+        ("a:b", "a"),
+        ("a", "a:b"),
+    ],
+)
+def test_an_idempotency_key_is_scoped_to_its_channel(
+    make_backend: t.Callable[[int], Backend], first: str, second: str
+) -> None:
+    from flask_eventstream.backends.base import Once
+
+    backend = make_backend(100)
+    start = backend.head()
+    keys = {
+        first: "b:c" if first == "a" else "c",
+        second: "b:c" if second == "a" else "c",
+    }
+    one = backend.append(first, Event("one"), Once(keys[first], 30))
+    two = backend.append(second, Event("two"), Once(keys[second], 30))
+    assert (one.repeat, two.repeat) == (False, False)
+    assert two.key > one.key and two.event.data == "two"
+    assert [r.event.data for r in backend.read([first], start, 10)] == ["one"]
+    assert [r.event.data for r in backend.read([second], start, 10)] == ["two"]
+    # Each channel's repeat still returns its own first event.
+    again = backend.append(second, Event("two"), Once(keys[second], 30))
+    assert again.repeat and again.key == two.key and again.event.data == "two"

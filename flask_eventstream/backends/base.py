@@ -63,8 +63,10 @@ class Backend(ABC):
         stored event is also delivered to every worker's listeners.
 
         :param once: an idempotency key and how long it holds: if an event
-            was stored with that key within the window, store nothing and
-            return that one (with ``repeat`` set).
+            was stored on ``channel`` with that key within the window, store
+            nothing and return that one (with ``repeat`` set). A key is
+            scoped to its channel: the same key on another channel stores
+            another event.
         """
 
     @abstractmethod

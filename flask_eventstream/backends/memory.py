@@ -72,16 +72,18 @@ class MemoryBackend(Backend):
         #: This process's store: a cursor from another one gets a reset.
         self.epoch = new_epoch()
         self._last: Key = (now_ms(), 0)
-        #: idempotency key -> (when it expires, the event it stored), oldest
-        #: first: every key of one app has the same window.
-        self._once: collections.OrderedDict[str, tuple[float, Record]] = (
+        #: (channel, idempotency key) -> (when it expires, the event it
+        #: stored), oldest first: every key of one app has the same window.
+        #: A key is scoped to its channel: the same key on another channel is
+        #: another event.
+        self._once: collections.OrderedDict[tuple[str, str], tuple[float, Record]] = (
             collections.OrderedDict()
         )
 
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
         with self._lock:
             if once is not None:
-                first = self._repeat_of(once)
+                first = self._repeat_of(channel, once)
                 if first is not None:
                     return first
             now = now_ms()
@@ -108,7 +110,10 @@ class MemoryBackend(Backend):
                 history.trimmed = events[0].key
             events.append(record)
             if once is not None:
-                self._once[once.key] = (time.monotonic() + once.window, record)
+                self._once[(channel, once.key)] = (
+                    time.monotonic() + once.window,
+                    record,
+                )
             self._outbox.append(Run(channel, (record,)))
             if self._delivering:
                 return record  # the thread delivering takes it in turn
@@ -116,7 +121,7 @@ class MemoryBackend(Backend):
         self._deliver_queued()
         return record
 
-    def _repeat_of(self, once: Once) -> Record | None:
+    def _repeat_of(self, channel: str, once: Once) -> Record | None:
         now = time.monotonic()
         seen = self._once
         while seen:  # forget what expired (the oldest first)
@@ -124,7 +129,7 @@ class MemoryBackend(Backend):
             if expires > now and len(seen) < MAX_KEYS:
                 break
             seen.popitem(last=False)
-        found = seen.get(once.key)
+        found = seen.get((channel, once.key))
         if found is None:
             return None
         first = found[1]

@@ -116,11 +116,15 @@ class RedisBackend(RedisPresence, Backend):
         keep: tuple[int, float | None],
         event: Event,
         once: Once | None = None,
+        channel: str = "",
     ) -> tuple[Cursor, list[t.Any]]:
         """Run the append script; return the new cursor, and the script's
-        reply (see APPEND_SCRIPT).
+        reply (see APPEND_SCRIPT). An idempotency key is scoped to
+        ``channel``.
         """
         maxlen, ttl = keep
+        # "/" is in no channel name: no two (channel, key) pairs share a name.
+        once_key = f"{self.prefix}once/{channel}/{once.key}" if once else ""
         ttl_ms = int(ttl * 1000) if ttl else 0
         window_ms = max(1, int(once.window * 1000)) if once is not None else 0
         reply = self._append(
@@ -128,7 +132,7 @@ class RedisBackend(RedisPresence, Backend):
                 key,
                 self._last_key,
                 self._epoch_key,
-                f"{self.prefix}once:{once.key if once else ''}",
+                once_key,
             ],
             [
                 maxlen,
@@ -148,7 +152,9 @@ class RedisBackend(RedisPresence, Backend):
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
         stream = self._key(channel)
         try:
-            cursor, reply = self._store(stream, self.retention(channel), event, once)
+            cursor, reply = self._store(
+                stream, self.retention(channel), event, once, channel
+            )
         except redis.RedisError as error:
             raise PublishError(
                 f"Redis could not store the event on {channel!r}: {error}"
