@@ -229,3 +229,99 @@ def test_a_sigkilled_worker_s_members_leave_within_two_heartbeats(
         watcher.close()
     finally:
         srv.stop()
+
+
+#: Channel names that mimic the parts of the library's own Redis keys.
+LIBRARY_NAMES = [
+    "worker",
+    "workers",
+    "channel",
+    "presence",
+    "stream",
+    "once",
+    "control",
+    "epoch",
+    "last-id",
+]
+
+
+def test_channels_named_like_library_keys_leave_every_room_alone(
+    redis_server: RedisServer,
+) -> None:
+    """A subscriber on ``worker`` or ``workers`` (or any name that mimics a
+    key of the library's) changes no other channel's presence, and a worker
+    SIGKILLed with one leaves ``presence()`` answering.
+    """
+    srv = make_server(redis_server, 3)
+    rooms = [f"room.{uuid.uuid4().hex[:6]}" for _ in range(4)]
+    try:
+        tabs = [tab(srv, room, f"u{n}") for n, room in enumerate(rooms)]
+        odd = [tab(srv, name, f"odd-{name}") for name in LIBRARY_NAMES]
+        for n, room in enumerate(rooms):
+            wait_presence(srv, room, 1, {f"u{n}": 1})
+        for name in LIBRARY_NAMES:
+            wait_presence(srv, name, 1, {f"odd-{name}": 1})
+        # Kill the worker of the "workers" subscriber; its tab goes with it.
+        victim = odd[LIBRARY_NAMES.index("workers")]
+        pid = int(victim.headers["x-worker-pid"])
+        os.kill(pid, signal.SIGKILL)
+        for name, stream_ in zip(LIBRARY_NAMES, odd, strict=True):
+            if int(stream_.headers["x-worker-pid"]) == pid:
+                wait_presence(srv, name, 0, {}, timeout=10)
+            else:
+                wait_presence(srv, name, 1, {f"odd-{name}": 1})
+        for n, (room, stream_) in enumerate(zip(rooms, tabs, strict=True)):
+            if int(stream_.headers["x-worker-pid"]) == pid:
+                wait_presence(srv, room, 0, {}, timeout=10)
+            else:
+                wait_presence(srv, room, 1, {f"u{n}": 1})
+        for stream_ in tabs + odd:
+            stream_.close()
+    finally:
+        srv.stop()
+
+
+def test_presence_scripts_check_before_they_write(redis_server: RedisServer) -> None:
+    """Every channel name, those of library keys included, has keys of its
+    own; every presence key expires; a script that cannot apply (a key of
+    another type under the prefix, written by another program) fails
+    before its first write.
+    """
+    from flask_eventstream.backends.redis import RedisBackend
+    from flask_eventstream.errors import BackendUnavailable
+
+    prefix = f"keys-{uuid.uuid4().hex[:6]}:"
+    backend = RedisBackend(redis_server.url, 10, prefix=prefix)
+    redis = redis_server.client()
+    try:
+        assert backend.presence_tick("w1", 5) == (True, [])
+        for name in ["room.a", *LIBRARY_NAMES, "w1"]:
+            assert backend.presence_set("w1", name, {"m:x": 1}, False) == [
+                ("join", "m:x")
+            ]
+        for name in ["room.a", *LIBRARY_NAMES, "w1"]:
+            assert backend.presence_read(name) == {"m:x": 1}
+        keys = list(redis.scan_iter(match=f"{prefix}*"))
+        assert keys and all(redis.pttl(key) > 0 for key in keys), [
+            (key, redis.pttl(key)) for key in keys
+        ]
+        # Another program's key where a channel's totals go.
+        redis.set(f"{prefix}presence/channel/room.b", "not a hash")
+        before = {key: redis.dump(key) for key in redis.scan_iter(match=f"{prefix}*")}
+        with pytest.raises(BackendUnavailable, match="holds a string"):
+            backend.presence_set("w1", "room.b", {"m:y": 1}, False)
+        after = {key: redis.dump(key) for key in redis.scan_iter(match=f"{prefix}*")}
+        assert after == before
+        # A dead worker's entries in that channel: reaping fails whole too.
+        redis.delete(f"{prefix}presence/channel/room.b")
+        assert backend.presence_tick("w2", 0.001) == (True, [])
+        backend.presence_set("w2", "room.b", {"m:y": 1}, False)
+        redis.set(f"{prefix}presence/channel/room.b", "not a hash")
+        time.sleep(0.01)  # w2's lease of 1 ms ends: it is dead
+        before = {key: redis.dump(key) for key in redis.scan_iter(match=f"{prefix}*")}
+        with pytest.raises(BackendUnavailable, match="holds a string"):
+            backend.presence_tick("w1", 5)
+        after = {key: redis.dump(key) for key in redis.scan_iter(match=f"{prefix}*")}
+        assert after == before
+    finally:
+        backend.close()
