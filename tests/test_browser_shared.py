@@ -10,11 +10,14 @@ import threading
 import time
 import typing as t
 import uuid
+from urllib.parse import quote
 
 import pytest
 from conftest import Server
 from playwright.sync_api import Browser
+from playwright.sync_api import BrowserContext
 from playwright.sync_api import Page
+from playwright.sync_api import Route
 from test_browser import browser  # noqa: F401 - the module's Chromium
 from test_browser import received
 
@@ -106,3 +109,228 @@ def test_without_shared_each_tab_has_its_own_stream(
     pages = tabs(browser, server, "auto", channel)
     server.wait_for(lambda s: s["channels"].get(channel) == 3)
     pages[0].context.close()
+
+
+# -- tabs of different sessions: an app with accounts (tests/sharedapp.py) ------
+
+
+@pytest.fixture(scope="module", params=["cookies", "identify"])
+def accounts(request: pytest.FixtureRequest) -> t.Iterator[Server]:
+    """The app with logins: scoped by its cookies, or by ``identify``."""
+    srv = Server("gevent", app="sharedapp:app", config={"RETRY": 300})
+    if request.param == "identify":
+        srv.env["TEST_IDENTIFY"] = "1"
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def post(page: Page, path: str, **form: str) -> None:
+    """A form post from the page: its cookies change as a real login's do."""
+    page.evaluate(
+        "([path, form]) => fetch(path, {method: 'POST',"
+        " body: new URLSearchParams(form)})"
+        ".then((r) => { if (!r.ok) throw new Error(r.status); })",
+        [path, form],
+    )
+
+
+def tab(context: BrowserContext, server: Server, url: str, opened: bool = True) -> Page:
+    """A shared client's page; waits for its open (or its first error)."""
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{server.url}/page/shared?url={quote(url)}")
+    page.wait_for_function("window.opened >= 1" if opened else "window.errors >= 1")
+    return page
+
+
+def leaders(pages: list[Page]) -> list[Page]:
+    return [p for p in pages if p.evaluate("window.source._inner !== null")]
+
+
+def datas(page: Page) -> list[str]:
+    return [e["data"] for e in received(page)]
+
+
+def test_a_tab_of_another_session_never_joins_its_connection(
+    browser: Browser,  # noqa: F811
+    accounts: Server,
+) -> None:
+    context = browser.new_context()
+    desk = context.new_page()
+    desk.goto(accounts.url + "/health")
+    post(desk, "/login", user="alice")
+    # Two tabs of one login share one stream, though Flask signs the session
+    # cookie again on every request.
+    alice = [tab(context, accounts, "/me/events") for _ in range(2)]
+    accounts.wait_for(lambda s: s["channels"].get("user.alice") == 1)
+    accounts.publish("user.alice", "alice-1")
+    for page in alice:
+        page.wait_for_function("window.received.length >= 1")
+    assert len(leaders(alice)) == 1
+    assert accounts.stats()["channels"]["user.alice"] == 1
+    # alice logs out (her open stream goes on: the app does not close it)
+    # and bob logs in: his tab has a connection of its own.
+    post(desk, "/logout")
+    post(desk, "/login", user="bob")
+    bob = tab(context, accounts, "/me/events")
+    accounts.wait_for(lambda s: s["channels"].get("user.bob") == 1)
+    accounts.publish("user.alice", "alice-private-after-logout")
+    accounts.publish("user.bob", "bob-own")
+    bob.wait_for_function("window.received.length >= 1")
+    for page in alice:
+        page.wait_for_function("window.received.length >= 2")
+        assert datas(page) == ["alice-1", "alice-private-after-logout"]
+    assert datas(bob) == ["bob-own"]
+    assert bob.evaluate("window.source._inner !== null")
+    context.close()
+
+
+@pytest.mark.parametrize("ending", ["403", "204"])
+def test_a_refused_leader_tells_every_tab_and_frees_the_lock(
+    browser: Browser,  # noqa: F811
+    accounts: Server,
+    ending: str,
+) -> None:
+    """Logout with the docs' advice (close_channel): the reconnection is
+    refused (403, or 204 from a view that says "no more"); every tab gets
+    the error with its status, and the next tab connects and is told.
+    """
+    url = "/me/events" if ending == "403" else "/me/events?anonymous=204"
+    context = browser.new_context()
+    desk = context.new_page()
+    desk.goto(accounts.url + "/health")
+    post(desk, "/login", user="carol")
+    carol = [tab(context, accounts, url) for _ in range(2)]
+    accounts.wait_for(lambda s: s["channels"].get("user.carol") == 1)
+    post(desk, "/logout", close="1")
+    final = f"window.failures.some((f) => f.status === {ending} && f.state === 2)"
+    for page in carol:
+        page.wait_for_function(final)
+        assert page.evaluate("window.source.readyState") == 2
+    # A tab opened now cannot connect: it is told why.
+    late = tab(context, accounts, url, opened=False)
+    late.wait_for_function(final)
+    # The lock is free: the next login's tab connects.
+    post(desk, "/login", user="dave")
+    dave = tab(context, accounts, url)
+    accounts.wait_for(lambda s: s["channels"].get("user.dave") == 1)
+    accounts.publish("user.dave", "dave-own")
+    dave.wait_for_function("window.received.length >= 1")
+    assert datas(dave) == ["dave-own"]
+    context.close()
+
+
+def test_a_new_login_moves_the_open_tabs_to_its_own_connection(
+    browser: Browser,  # noqa: F811
+    accounts: Server,
+) -> None:
+    """erin logs out and frank logs in before erin's stream is closed: the
+    reconnection is frank's, so erin's tabs leave her scope for his, with
+    no event of his reaching them under hers and none of hers after.
+    """
+    context = browser.new_context()
+    desk = context.new_page()
+    desk.goto(accounts.url + "/health")
+    post(desk, "/login", user="erin")
+    erin = [tab(context, accounts, "/me/events") for _ in range(2)]
+    accounts.wait_for(lambda s: s["channels"].get("user.erin") == 1)
+    scope = erin[0].evaluate("window.source._scope")
+    post(desk, "/logout")
+    post(desk, "/login", user="frank")
+    post(desk, "/close", channel="user.erin")
+    accounts.wait_for(
+        lambda s: (
+            s["channels"].get("user.frank") == 1 and not s["channels"].get("user.erin")
+        )
+    )
+    frank = tab(context, accounts, "/me/events")
+    accounts.publish("user.erin", "erin-private-after-logout")
+    accounts.publish("user.frank", "frank-own")
+    for page in [*erin, frank]:
+        page.wait_for_function("window.received.length >= 1")
+        assert datas(page) == ["frank-own"]
+        assert page.evaluate("window.source._scope") != scope
+    assert len(leaders([*erin, frank])) == 1
+    assert accounts.stats()["channels"]["user.frank"] == 1
+    context.close()
+
+
+# -- errors and handovers on one account (tests/serverapp.py) -------------------
+
+
+@pytest.mark.parametrize("mode", ["shared", "shared-fallback"])
+@pytest.mark.parametrize(
+    ("path", "status"), [("/stream/secret-x", 403), ("/nowhere", 404)]
+)
+def test_a_refusal_reaches_shared_tabs_with_its_status(
+    browser: Browser,  # noqa: F811
+    server: Server,
+    mode: str,
+    path: str,
+    status: int,
+) -> None:
+    context = browser.new_context()
+    pages = []
+    for _ in range(2):
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(f"{server.url}/page/{mode}?url={path}")
+        pages.append(page)
+    for page in pages:
+        page.wait_for_function("window.errors >= 1")
+        (failure,) = page.evaluate("window.failures")
+        assert failure["status"] == status
+        assert failure["state"] == 2
+        assert failure["message"]
+    context.close()
+
+
+@pytest.mark.parametrize("mode", ["shared", "shared-fallback"])
+def test_a_handover_before_the_first_event_loses_nothing(
+    browser: Browser,  # noqa: F811
+    server: Server,
+    mode: str,
+) -> None:
+    """The leader closes before any event; an event is published while the
+    next leader's first request is on its way: the next leader resumes
+    from the id the first one was given, so every tab gets the event.
+    """
+    channel = f"tabs-{uuid.uuid4().hex[:6]}"
+    pages = tabs(browser, server, mode, channel)
+    server.wait_for(lambda s: s["channels"].get(channel) == 1)
+    (leader,) = leaders(pages)
+    rest = [p for p in pages if p is not leader]
+    for page in rest:  # every tab knows where the stream is
+        page.wait_for_function("window.source.lastEventId !== ''")
+    held: list[Route] = []
+    published: list[str] = []
+
+    def hold(route: Route) -> None:
+        if published:
+            route.continue_()
+        else:
+            held.append(route)
+
+    for page in rest:
+        page.route(f"**/stream/{channel}*", hold)
+    context = leader.context
+    with context.expect_event("request", lambda r: f"/stream/{channel}" in r.url):
+        leader.close()
+    published += server.publish(channel, "during the handover")
+    rest[0].evaluate("0")  # lets the held request reach the handler
+    for route in held:
+        route.continue_()
+    for page in rest:
+        page.wait_for_function("window.received.length >= 1")
+        assert [e["id"] for e in received(page)] == published
+    # A follower that closes stops alone.
+    (second,) = leaders(rest)
+    (follower,) = [p for p in rest if p is not second]
+    follower.evaluate("window.source.close()")
+    more = server.publish(channel, "after {n}", count=3)
+    second.wait_for_function("window.received.length >= 4")
+    assert [e["id"] for e in received(second)] == published + more
+    assert len(received(follower)) == 1
+    assert server.stats()["channels"][channel] == 1
+    context.close()

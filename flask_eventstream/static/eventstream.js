@@ -10,12 +10,15 @@
  * HTTP status, 0 when there was no answer) and `message` (the server's reason)
  * where there is one; readyState CLOSED means the client gave up for good.
  *
- * shared: true opens one connection per URL for all the tabs of an origin:
- * the tab that holds a Web Lock named after the URL connects and passes each
- * event to the others over a BroadcastChannel; when it closes, another tab
- * takes the lock and resumes after the last id it saw. Without those APIs
- * each tab connects on its own. Listeners, lastEventId, readyState and
- * close() are each tab's own.
+ * shared: true opens one connection per URL for all the tabs of an origin
+ * that are the same subscriber: each tab asks the server its scope (a poll),
+ * the tab that holds a Web Lock named after the scope and the URL connects
+ * and passes each event, and the id the stream resumes from, to the others
+ * over a BroadcastChannel; when it closes, another tab takes the lock and
+ * resumes after the last id passed on. A refusal or a 204 ends every tab's
+ * client with the error; a new login moves the tabs to a connection of the
+ * new session. Without those APIs each tab connects on its own. Listeners,
+ * lastEventId, readyState and close() are each tab's own.
  *
  * getToken: a function that returns a subscriber token (or a promise of one)
  * for a stream that needs ?token=: called before connecting, and again when
@@ -89,7 +92,7 @@
     if (!this.shared || this._listened[type]) return;
     this._listened[type] = true;
     if (this._inner) this._inner._listen(type);
-    else if (this.readyState !== CLOSED) this._bus.postMessage({kind: "listen", types: [type]});
+    else if (this.readyState !== CLOSED) this._post({kind: "listen", types: [type]});
   };
   proto.removeEventListener = function (type, listener, options) {
     this._target.removeEventListener(type, listener, options);
@@ -104,14 +107,9 @@
   };
 
   proto.close = function () {
+    if (this.shared) this._leave();  // another tab takes over
     this.readyState = CLOSED;
     this._stopped = true;  // by the page: nothing reopens it
-    if (this.shared) {
-      this._bus.close();
-      if (this._inner) this._inner.close();
-      if (this._release) this._release();  // another tab takes over
-      this._inner = this._release = null;
-    }
     if (this._native) this._native.close();
     if (this._abort) this._abort.abort();
     if (this._timer !== null) clearTimeout(this._timer);
@@ -119,31 +117,124 @@
   };
 
   // -- one connection shared by the tabs of an origin ----------------------------
+  //
+  // Tabs share only with tabs of the same subscriber: each first asks the
+  // server for its scope (a poll with ?scope=, which passes authorize as any
+  // request does), and names its Web Lock and BroadcastChannel after the
+  // scope and the URL. The tab that holds the lock leads: it polls once (the
+  // scope again, the events after the last id any tab passed on, and the id
+  // to resume from), passes all that on, then opens the stream after it.
+  // When the scope changes (a logout, another login), the tabs join the new
+  // one; when the stream is refused or ends (204), every tab is told, and
+  // the lock is free for the next tab, which asks on its own.
 
   proto._startShared = function () {
     var self = this;
-    var name = "eventstream:" + this.url;
     this._listened = {message: true};  // every type a tab listens to
     this._seen = [];
     this._seenKeys = {};
-    this._inner = null;
-    this._release = null;
-    this._bus = new global.BroadcastChannel(name);
-    this._bus.onmessage = function (e) { self._onShared(e.data); };
-    this._bus.postMessage({kind: "hello"});
-    global.navigator.locks.request(name, function () {
-      if (self.readyState === CLOSED) return null;
-      // Held until this tab closes, or close() resolves it.
-      return new Promise(function (release) {
-        self._release = release;
-        self._lead();
-      });
+    this._inner = this._release = this._bus = this._lockAbort = null;
+    this._scope = null;
+    this._round = 0;  // one per join: what an older one started does nothing
+    this._retry = 3000;
+    this._failures = this._rescopes = 0;
+    // A page kept in the back-forward cache or frozen lets go of the lock,
+    // and joins again when it comes back.
+    var away = function (e) { if (e.type === "freeze" || e.persisted) self._leave(); };
+    var back = function (e) {
+      if ((e.type === "resume" || e.persisted) && self.readyState !== CLOSED) self._join();
+    };
+    if (global.addEventListener) {
+      global.addEventListener("pagehide", away);
+      global.addEventListener("pageshow", back);
+    }
+    if (global.document && global.document.addEventListener) {
+      global.document.addEventListener("freeze", away);
+      global.document.addEventListener("resume", back);
+    }
+    this._join();
+  };
+
+  // Let go of everything shared: the lock (or the wait for it), the
+  // connection, the channel, a request or a timer under way.
+  proto._leave = function () {
+    this._round += 1;
+    if (this._lockAbort) this._lockAbort.abort();
+    if (this._inner) this._inner.close();
+    if (this._release) this._release();  // another tab takes over
+    if (this._bus) this._bus.close();
+    if (this._abort) this._abort.abort();
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._inner = this._release = this._bus = this._lockAbort = this._abort = null;
+    this._timer = null;
+  };
+
+  proto._post = function (message) {
+    if (this._bus) this._bus.postMessage(message);
+  };
+
+  // Tell every tab, this one too.
+  proto._tell = function (message) {
+    this._post(message);
+    this._onShared(message, true);
+  };
+
+  // Ask the scope, then wait for the lock of this scope's tabs.
+  proto._join = function () {
+    var self = this;
+    this._leave();
+    var round = this._round;
+    this._ask(false, round).then(function (answer) {
+      if (round !== self._round) return;
+      if (answer.failed === undefined) return self._enter(answer.scope || "", round);
+      if (self._final(answer.failed)) return self._end(answer.failed, answer.message);
+      self.readyState = CONNECTING;
+      self._fail(answer.failed, answer.message);
+      self._later(function () { self._join(); });
     });
   };
 
-  // This tab holds the connection: resume after the last id it saw, and
-  // pass on every event and state change.
-  proto._lead = function () {
+  proto._enter = function (scope, round) {
+    var self = this;
+    var name = "eventstream:" + scope + ":" + this.url;
+    this._scope = scope;
+    this._bus = new global.BroadcastChannel(name);
+    this._bus.onmessage = function (e) {
+      if (round === self._round) self._onShared(e.data);
+    };
+    this._post({kind: "hello"});
+    var abort = new AbortController();
+    this._lockAbort = abort;
+    global.navigator.locks.request(name, {signal: abort.signal}, function () {
+      if (round !== self._round || self.readyState === CLOSED) return null;
+      self._lockAbort = null;
+      // Held until this tab closes or leaves.
+      return new Promise(function (release) {
+        self._release = release;
+        self._lead(round);
+      });
+    }).catch(function () {});  // the wait was given up
+  };
+
+  // This tab holds the lock: poll once, pass on what the poll brought and
+  // the id it ends at, then open the stream after that id.
+  proto._lead = function (round) {
+    var self = this;
+    this._post({kind: "leader"});
+    this._ask(true, round).then(function (answer) {
+      if (round !== self._round) return;
+      if (answer.failed !== undefined) return self._lost(answer.failed, answer.message, round);
+      if (answer.scope !== self._scope) return self._rescope();
+      for (var i = 0; i < answer.events.length; i++) {
+        var item = answer.events[i];
+        self._pass({kind: "event", type: item.event || "message", data: item.data, id: item.id});
+      }
+      if (answer.lastEventId) self._tell({kind: "cursor", id: answer.lastEventId});
+      self._connect(round);
+    });
+  };
+
+  proto._connect = function (round) {
     var self = this;
     var url = new URL(this.url);
     if (this.lastEventId) url.searchParams.set("lastEventId", this.lastEventId);
@@ -152,31 +243,129 @@
       getToken: this._getToken,
     });
     this._inner = inner;
+    inner._scope = this._scope;  // a long-poll answer that names another ends it
     inner._tap = function (event) {
-      var item = event.type === "open" || event.type === "error"
-        ? {kind: "state", type: event.type, readyState: inner.readyState,
-           status: event.status, message: event.message}
-        : {kind: "event", type: event.type, data: event.data, id: event.lastEventId};
-      if (item.kind === "event" && !self._fresh(item)) return true;
-      self._bus.postMessage(item);
-      self._onShared(item, true);
+      if (round !== self._round || inner !== self._inner) return true;
+      if (event.type === "rescope") {
+        self._rescope();
+      } else if (event.type === "open") {
+        self._failures = self._rescopes = 0;
+        self._tell({kind: "state", type: "open", readyState: OPEN});
+      } else if (event.type === "error") {
+        self._lost(event.status || 0, event.message || "", round);
+      } else {
+        self._pass({kind: "event", type: event.type, data: event.data, id: event.lastEventId});
+      }
       return true;
     };
     Object.keys(this._listened).forEach(function (type) { inner._listen(type); });
-    this._bus.postMessage({kind: "leader"});
+  };
+
+  // The leader's connection failed: a refusal or a 204 ends every tab (the
+  // lock is then free: a tab opened later asks on its own); anything else
+  // is tried again, from a poll, after the last id passed on.
+  proto._lost = function (status, message, round) {
+    var self = this;
+    if (this._inner) this._inner.close();
+    this._inner = null;
+    if (this._final(status)) {
+      this._tell({kind: "state", type: "error", readyState: CLOSED, status: status, message: message});
+      return;
+    }
+    this._tell({kind: "state", type: "error", readyState: CONNECTING, status: status, message: message});
+    this._later(function () { if (round === self._round) self._lead(round); });
+  };
+
+  // The server names another scope now (the cookie changed): every tab of
+  // this scope asks again and joins its own.
+  proto._rescope = function () {
+    var self = this;
+    this._post({kind: "rescope"});
+    // A scope that changes on every request (an app that writes the session
+    // each time) shares nothing: ask again, but not in a loop.
+    if (this._rescopes++ < 2) return this._join();
+    this._leave();
+    this._later(function () { self._join(); });
+  };
+
+  // As EventSource: a 204 or a 4xx answer is final.
+  proto._final = function (status) {
+    return status === 204 || (status >= 400 && status < 500);
+  };
+
+  proto._end = function (status, message) {
+    this._leave();
+    this.readyState = CLOSED;
+    this._fail(status, message);
+  };
+
+  // Back off: retry, doubled for each failure in a row, capped, jittered.
+  proto._later = function (fn) {
+    var self = this;
+    var delay = Math.min(MAX_BACKOFF, this._retry * Math.pow(2, this._failures));
+    this._failures += 1;
+    this._timer = setTimeout(function () {
+      self._timer = null;
+      fn();
+    }, delay / 2 + Math.random() * delay / 2);
+  };
+
+  // One poll with the scope: resolves to the answer, or to {failed: status
+  // (0: no answer), message}. A 403 with getToken is asked again once with
+  // a fresh token.
+  proto._ask = function (withCursor, round) {
+    var self = this;
+    return this._connectUrl(false).then(function (url) {
+      if (!withCursor) url.searchParams.delete("lastEventId");
+      url.searchParams.set("transport", "poll");
+      url.searchParams.set("scope", "1");
+      var abort = new AbortController();
+      self._abort = abort;
+      return fetch(url.href, {
+        credentials: self.withCredentials ? "include" : "same-origin",
+        headers: {Accept: "application/json"},
+        cache: "no-store",
+        signal: abort.signal,
+      });
+    }).then(function (response) {
+      if (round !== self._round) return {failed: 0, message: ""};
+      if (response.status === 200) {
+        return response.json().then(function (answer) {
+          self._refusals = 0;
+          if (typeof answer.retry === "number") self._retry = answer.retry;
+          return answer;
+        });
+      }
+      if (response.status === 403 && self._getToken && self._refusals++ === 0) {
+        self._token = null;
+        return self._ask(withCursor, round);
+      }
+      return readMessage(response).then(function (message) {
+        return {failed: response.status, message: message};
+      });
+    }).catch(function () {
+      return {failed: 0, message: ""};
+    });
+  };
+
+  // Pass an event of the leader's connection on, once.
+  proto._pass = function (item) {
+    if (this._fresh(item)) this._tell(item);
   };
 
   proto._onShared = function (message, own) {
-    if (this.readyState === CLOSED && message.kind !== "state") return;
+    if (this.readyState === CLOSED) return;
     if (message.kind === "event") {
       if (!own && !this._fresh(message)) return;
       if (message.id) this.lastEventId = message.id;
       this.dispatchEvent(new MessageEvent(message.type, {
         data: message.data, lastEventId: message.id, origin: new URL(this.url).origin,
       }));
+    } else if (message.kind === "cursor") {
+      this.lastEventId = message.id;  // where the connection resumes, before any event
     } else if (message.kind === "state") {
-      if (this.readyState === CLOSED) return;
       var was = this.readyState;
+      if (message.readyState === CLOSED) this._leave();  // over for every tab
       this.readyState = message.readyState;
       if (message.type === "open" && was === OPEN) return;  // told again
       var event = new Event(message.type);
@@ -190,11 +379,17 @@
         this._listened[message.types[i]] = true;
         if (this._inner) this._inner._listen(message.types[i]);
       }
+    } else if (message.kind === "rescope") {
+      this._join();
     } else if (message.kind === "leader" || message.kind === "hello") {
       // Every tab knows every type, so whichever leads next forwards them.
-      this._bus.postMessage({kind: "listen", types: Object.keys(this._listened)});
-      if (message.kind === "hello" && this._inner && this._inner.readyState === OPEN) {
-        this._bus.postMessage({kind: "state", type: "open", readyState: OPEN});
+      this._post({kind: "listen", types: Object.keys(this._listened)});
+      if (message.kind === "hello" && this._release) {
+        // The newcomer resumes from here if it leads next.
+        if (this.lastEventId) this._post({kind: "cursor", id: this.lastEventId});
+        if (this._inner && this._inner.readyState === OPEN) {
+          this._post({kind: "state", type: "open", readyState: OPEN});
+        }
       }
     }
   };
@@ -359,6 +554,7 @@
   proto._pollAt = function (url) {
     var self = this;
     url.searchParams.set("transport", this.transport);
+    if (this._scope) url.searchParams.set("scope", "1");
     var abort = new AbortController();
     this._abort = abort;
     fetch(url.href, {
@@ -390,6 +586,12 @@
       return response.json();
     }).then(function (answer) {
       if (answer === null || self.readyState === CLOSED) return;
+      if (self._scope && answer.scope !== self._scope) {
+        // A shared connection's session changed: not for these tabs.
+        self.close();
+        self._tap(new Event("rescope"));
+        return;
+      }
       self._failures = 0;
       self._refusals = 0;
       if (typeof answer.retry === "number") self._retry = answer.retry;
