@@ -4,9 +4,11 @@ backend, in all of them; and when a member joins or leaves.
 A stream counts from when it opens until a heartbeat after it closes, so a
 reconnect is neither a leave nor a join. A poll or a long-poll counts for one
 poll timeout after it (a lease), so a client that polls stays present between
-its requests. A change is counted here at once and sent to
-the backend by one thread of this worker (a greenlet under gevent), which
-sends each member's count as it is then, not the change: the backend ends
+its requests; only where presence is on (a named member, or a channel of a
+presence namespace): anonymous polls elsewhere write nothing. A change is
+counted here at once and sent to the backend by one thread of this worker
+(a greenlet under gevent), which sends each member's count as it is then,
+not the change: the backend ends
 up with this worker's counts whatever the order or the failures on the way.
 The same thread renews this worker's entries every half heartbeat and reaps
 those of workers that stopped renewing theirs (a SIGKILL), so their members
@@ -32,6 +34,11 @@ ANONYMOUS = "a"
 #: The backend's names of named members start with this.
 MEMBER = "m:"
 
+#: Leases (a poll's presence, a closed stream's linger) kept at most in one
+#: worker: beyond it a poll is not counted, so polls over ever new channel
+#: names cannot grow a worker's memory without bound.
+MAX_LEASES = 100_000
+
 #: Called with a channel, ``"join"`` or ``"leave"``, and the member.
 Announce = t.Callable[[str, str, str], None]
 
@@ -56,6 +63,7 @@ class Presence:
         logger: logging.Logger,
     ) -> None:
         self.backend = backend
+        self.settings = settings
         self.announce = announce
         self.logger = logger
         #: Seconds between two renewals; this worker's entries hold three.
@@ -74,6 +82,7 @@ class Presence:
         self._worker = ""
         self._failing = False
         self._registered = False  # in this process (reset at a fork)
+        self._warned_full = False
 
     # -- counting (no I/O: called from requests and closing streams) ------
 
@@ -90,20 +99,46 @@ class Presence:
         self.lease(channels, member, self.period * 2)
         self._change(channels, field(member), -1)
 
-    def lease(
+    def poll(
         self, channels: t.Iterable[str], member: str | None, seconds: float
     ) -> None:
         """A poll of ``member``: present on ``channels`` for ``seconds``
-        (one connection, however often it polls).
+        (one connection, however often it polls). Only where presence is on:
+        on a channel of a namespace with ``presence``, or for a member
+        ``identify`` named. An anonymous poll elsewhere costs nothing here
+        nor in the backend (a poll holds no connection to count).
+        """
+        if member is None:
+            channels = [c for c in channels if self.settings.channel(c).presence]
+        if channels:
+            self.lease(channels, member, seconds)
+
+    def lease(
+        self, channels: t.Iterable[str], member: str | None, seconds: float
+    ) -> None:
+        """``member`` is present on ``channels`` for ``seconds`` (one
+        connection, however often it is renewed), within :data:`MAX_LEASES`.
         """
         name = field(member)
         until = time.monotonic() + seconds
+        full = False
         with self._lock:
+            leases = self._leases
             for channel in channels:
-                known = self._leases.get((channel, name))
+                known = leases.get((channel, name))
                 if known is None:
+                    if len(leases) >= MAX_LEASES:
+                        full = True
+                        continue
                     self._count(channel, name, 1)
-                self._leases[(channel, name)] = max(until, known or until)
+                leases[(channel, name)] = max(until, known or until)
+        if full and not self._warned_full:
+            self._warned_full = True
+            self.logger.warning(
+                "This worker holds %d presence leases: polls on more channels"
+                " are not counted in presence until some end.",
+                MAX_LEASES,
+            )
         self._kick()
 
     def _change(self, channels: t.Iterable[str], name: str, delta: int) -> None:

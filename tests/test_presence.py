@@ -325,3 +325,79 @@ def test_presence_scripts_check_before_they_write(redis_server: RedisServer) -> 
         assert after == before
     finally:
         backend.close()
+
+
+def presence_keys(redis: RedisServer, prefix: str) -> list[bytes]:
+    return list(redis.client().scan_iter(match=f"{prefix}presence*", count=1000))
+
+
+def test_anonymous_polls_outside_presence_namespaces_write_no_presence(
+    redis_server: RedisServer,
+) -> None:
+    """Polls and long-polls of anonymous clients on channels without
+    presence write nothing (the attack: many polls over new channel names);
+    a named member's poll, or one on a presence channel, writes keys that
+    all expire.
+    """
+    srv = make_server(redis_server, 1)
+    prefix = srv.env["FLASK_EVENTSTREAM_REDIS_PREFIX"].strip('"')
+    try:
+        with httpx.Client(base_url=srv.url, timeout=10) as client:
+            for n in range(20):
+                names = ",".join(f"new{n}x{k}" for k in range(32))
+                for transport in ("poll", "longpoll"):
+                    answer = client.get(
+                        f"/stream/{names}",
+                        params={"transport": transport, "timeout": "0"},
+                    )
+                    assert answer.status_code == 200, answer.text
+            # Processed by the worker's presence thread: wait for its flush
+            # through a change that is counted, then look.
+            client.get(
+                f"/stream/lobby{prefix[2:8]}",
+                params={"transport": "poll", "user": "ann"},
+            )
+            wait_presence(srv, f"lobby{prefix[2:8]}", 1, {"ann": 1})
+            client.get(f"/stream/room.{prefix[2:8]}", params={"transport": "poll"})
+            wait_presence(srv, f"room.{prefix[2:8]}", 1, {})
+        keys = presence_keys(redis_server, prefix)
+        assert not [k for k in keys if b"new" in k], keys
+        redis = redis_server.client()
+        assert keys and all(redis.pttl(key) > 0 for key in keys), [
+            (key, redis.pttl(key)) for key in keys
+        ]
+    finally:
+        srv.stop()
+
+
+def test_a_worker_s_presence_leases_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past its cap a worker counts no more poll leases (and says so once):
+    polls over ever new channel names cannot grow its memory.
+    """
+    from flask_eventstream import presence as presence_module
+
+    monkeypatch.setattr(presence_module, "MAX_LEASES", 10)
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_NAMESPACES"] = NAMESPACES
+    events = EventStream(app)
+
+    @app.get("/s/<channel>")
+    @stream
+    def s(channel: str) -> t.Any:
+        return events.subscribe(channel)
+
+    client = app.test_client()
+    for n in range(15):
+        assert client.get(f"/s/room.{n}?transport=poll").status_code == 200
+    # An anonymous poll outside a presence namespace is not counted at all.
+    assert client.get("/s/lobby?transport=poll").status_code == 200
+    deadline = time.monotonic() + 5  # the presence thread sends them
+    with app.app_context():
+        while events.presence("room.9")["count"] == 0:
+            assert time.monotonic() < deadline, "room.9 was never counted"
+            time.sleep(0.01)
+        counted = [events.presence(f"room.{n}")["count"] for n in range(15)]
+        assert events.presence("lobby")["count"] == 0
+    assert counted == [1] * 10 + [0] * 5

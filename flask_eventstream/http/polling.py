@@ -55,9 +55,10 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
         unavailable.retry_after = 2
         raise unavailable from None
     # A client that polls is present until one poll timeout after this
-    # answer (a long-poll's answer comes within its timeout). Taken after
-    # the read, as a stream's: the client's position is before its own join.
-    hub.presence.lease(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
+    # answer (a long-poll's answer comes within its timeout), where presence
+    # is on. Taken after the read, as a stream's: the client's position is
+    # before its own join.
+    hub.presence.poll(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
     # Asked by a shared browser tab: whom it may share a connection with.
     scope = subscriber_scope(sub.member) if "scope" in request.args else None
     if longpoll:
