@@ -16,6 +16,7 @@ from .backends.base import Once
 from .cli import eventstream_cli
 from .errors import PublishError
 from .http import blueprint
+from .http import check_secret
 from .http import make_token
 from .http import open_subscription
 from .http import preflight
@@ -70,8 +71,11 @@ class EventStream:
             )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        self._hubs[app] = Hub(app, app.config)
+        hub = self._hubs[app] = Hub(app, app.config)
         app.extensions["eventstream"] = self
+        weak = check_secret(app.config.get("SECRET_KEY"))
+        if weak is not None:
+            hub.logger.warning(weak)
         app.register_blueprint(blueprint(app.config["EVENTSTREAM_URL_PREFIX"]))
         app.cli.add_command(eventstream_cli)
         app.after_request(preflight)
@@ -226,12 +230,16 @@ class EventStream:
         send no cookie (another origin, a script). It goes in the URL as
         ``?token=`` (``EventSource`` cannot send headers) or in an
         ``Authorization: Bearer`` header. A stream it let in ends when it
-        expires; the client then needs a new one.
+        expires; the client then needs a new one. After a
+        :meth:`close_channel` of one of ``channels`` it admits that channel
+        no more (on every worker with Redis): a new token does.
 
-        Signed with the app's ``SECRET_KEY`` (see :doc:`/security`).
+        Signed with the app's ``SECRET_KEY`` (see :doc:`/security`). It starts
+        with ``eventstream-1.``; a ``?token=`` or Bearer value that does not
+        is the app's own, left to :meth:`authorize`.
 
         :raises ValueError: for no channel, an invalid one, or a lifetime
-            that is not a positive number.
+            that is not a positive number of seconds up to 30 days.
         :raises RuntimeError: if the app has no ``SECRET_KEY``.
         """
         with self._app().app_context():
@@ -244,7 +252,9 @@ class EventStream:
         Use it when access is revoked (a user logs out, leaves a room): the
         clients reconnect at once and must pass :meth:`authorize` again; those
         it still allows resume from their cursor without a gap. A stream of
-        several channels ends as a whole.
+        several channels ends as a whole. Subscriber tokens issued before it
+        (:meth:`token`) admit ``channel`` no more; a subscription whose
+        :meth:`authorize` was still running ends too.
 
         :raises ValueError: for an invalid channel name.
         :raises PublishError: if the backend cannot reach the other workers.

@@ -153,6 +153,7 @@ class Hub:
 
     def revocation_mark(self) -> int:
         """The revocations seen so far: take it before ``authorize`` runs."""
+        self.backend.follow_closes()
         return self._revocations
 
     def revoked_since(self, mark: int, channels: t.Iterable[str]) -> bool:

@@ -385,7 +385,7 @@ def test_max_lifetime_ends_a_generator_view() -> None:
     [
         ("/secret.room", {}, 403, "secret.room"),
         ("/room?rewind=many", {}, 400, "rewind"),
-        ("/private.room?token=garbage", {}, 403, "token"),
+        ("/private.room?token=eventstream-1.garbage", {}, 403, "token"),
     ],
     ids=["authorize", "rewind", "token"],
 )

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from clients import Follower
 from clients import RawStream
+from conftest import on_backend
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
@@ -326,22 +327,35 @@ def test_a_poll_reads_no_more_than_it_answers() -> None:
         redis.stop()
 
 
-def test_a_revocation_during_a_slow_authorize_is_not_missed(tmp_path: Path) -> None:
+@pytest.fixture(params=["memory", "redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, t.Any]:
+    return on_backend(request)
+
+
+@pytest.mark.parametrize("view", ["/stream/", "/iterate/"])
+def test_a_revocation_during_a_slow_authorize_is_not_missed(
+    tmp_path: Path, backend: dict[str, t.Any], view: str
+) -> None:
+    """On both backends, for a returned and an iterated subscription; with
+    Redis, on a worker whose listener had not started (the first stream).
+    """
     bans = tmp_path / "bans"
-    server = Server()
+    server = Server(config=backend)
     server.env["TEST_BANS_FILE"] = str(bans)
     server.start()
     try:
         # authorize reads the ban list (bob is allowed), then does I/O.
-        stream = RawStream(server.url, "/stream/slowauth-room?user=bob")
+        stream = RawStream(server.url, f"{view}slowauth-room?user=bob")
         time.sleep(0.1)  # inside that I/O (0.5 s): a session can't be waited on
         httpx.post(server.url + "/ban", data={"user": "bob"}, timeout=5)
         httpx.post(server.url + "/close", data={"channel": "slowauth-room"}, timeout=5)
+        server.publish("slowauth-room", "private-after-revoke")
         stream.read_head()
         assert stream.status == 200
-        stream.read_to_end(timeout=5)  # ended at once: bob must authorize again
+        body = stream.read_to_end(timeout=5)  # ended: bob must authorize again
         stream.close()
-        again = RawStream(server.url, "/stream/slowauth-room?user=bob").read_head()
+        assert b"private-after-revoke" not in body
+        again = RawStream(server.url, f"{view}slowauth-room?user=bob").read_head()
         assert again.status == 403
         again.close()
     finally:

@@ -13,18 +13,25 @@ import typing as t
 import httpx
 import pytest
 from clients import RawStream
+from conftest import RedisServer
 from conftest import Server
 from flask import Flask
+from flask import request
 from itsdangerous import URLSafeSerializer
 
 from flask_eventstream import EventStream
 from flask_eventstream import stream
 
 
-def make_app(secret: str | None = "s3cret", *, authorize: bool = False) -> Flask:
+def make_app(
+    secret: str | None = "s3cret", *, authorize: bool = False, redis: str = ""
+) -> Flask:
     app = Flask(__name__)
     app.testing = True
     app.config["SECRET_KEY"] = secret
+    if redis:
+        app.config["EVENTSTREAM_BACKEND"] = redis
+        app.config["EVENTSTREAM_REDIS_PREFIX"] = "tokens:"
     events = EventStream(app)
     if authorize:
         events.authorize(lambda channel: channel == "public")
@@ -75,7 +82,7 @@ def test_a_token_passes_channels_authorize_refuses_and_only_those() -> None:
 
 def forged(secret: str, payload: t.Any) -> str:
     serializer = URLSafeSerializer(secret, salt="flask-eventstream.subscribe")
-    return t.cast(str, serializer.dumps(payload))
+    return "eventstream-1." + t.cast(str, serializer.dumps(payload))
 
 
 @pytest.mark.parametrize(
@@ -83,13 +90,13 @@ def forged(secret: str, payload: t.Any) -> str:
     [
         (lambda good: good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1],
          "signature does not match"),
-        (lambda good: good.replace(".", "x.", 1), "signature does not match"),
+        (lambda good: good[:-10], "signature does not match"),
         (lambda good: forged("another key", {"c": ["room.1"], "x": 4e9}),
          "signature does not match"),
-        (lambda good: forged("s3cret", {"c": ["room.1"], "x": time.time() - 60}),
+        (lambda good: forged("s3cret", {"c": ["room.1"], "i": 0, "x": time.time() - 60}),  # noqa: E501
          "The token expired 60 seconds ago"),
         (lambda good: forged("s3cret", ["room.1"]), "it does not name channels"),
-        (lambda good: "x" * 9000, "longer than 8192"),
+        (lambda good: "eventstream-1." + "x" * 9000, "longer than 8192"),
     ],
     ids=["tampered", "cut", "other-key", "expired", "no-channels", "huge"],
 )  # fmt: skip
@@ -124,12 +131,86 @@ def test_token_arguments_are_checked() -> None:
         (("a b",), 60, "Invalid channel name"),
         (("a",), 0, "expires_in must be positive"),
         (("a",), float("inf"), "expires_in must be positive"),
+        (("a",), 31 * 24 * 3600, "at most 2,592,000"),
         (("a",), True, "expires_in must be positive"),
     ]:
         with pytest.raises(ValueError, match=message):
             token(app, *channels, expires_in=lifetime)
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         token(make_app(None), "a")
+
+
+@pytest.mark.parametrize("secret", [None, "a secret key of 32 characters..."])
+def test_a_value_that_is_not_a_subscriber_token_is_left_to_authorize(
+    secret: str | None,
+) -> None:
+    """An app's own bearer tokens (or another ``?token=``) are its business:
+    ``authorize`` judges them; without SECRET_KEY, no 500.
+    """
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = secret
+    events = EventStream(app)
+
+    @events.authorize
+    def authorize(channel: str) -> bool:
+        own = "Bearer app-own-token", "app-own-token"
+        got = request.headers.get("Authorization"), request.args.get("token")
+        return any(value in own for value in got)
+
+    client = app.test_client()
+    for url, headers in [
+        ("/events/room?token=app-own-token", {}),
+        ("/events/room", {"Authorization": "Bearer app-own-token"}),
+    ]:
+        answer = client.get(
+            url + "&transport=poll" if "?" in url else url + "?transport=poll",
+            headers=headers,
+        )
+        assert answer.status_code == 200, (url, headers, said(answer))
+    for url, headers in [
+        ("/events/room?transport=poll&token=whatever", {}),
+        ("/events/room?transport=poll", {"Authorization": "Bearer whatever"}),
+        ("/events/room?transport=poll", {"Authorization": "Bearer eventstream-1.x"}),
+    ]:
+        answer = client.get(url, headers=headers)
+        if secret is None or "whatever" in str(headers) + url:
+            # Not ours (or none can be without a key): authorize said no.
+            assert answer.status_code == 403, said(answer)
+            assert "Not allowed to subscribe" in said(answer)
+        else:  # ours by its prefix, and broken: said so
+            assert answer.status_code == 403
+            assert "The token is invalid" in said(answer)
+
+
+def test_a_short_secret_key_is_a_warning_at_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="flask_eventstream"):
+        make_app("dev")
+    assert "SECRET_KEY is 3 characters long" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flask_eventstream"):
+        make_app("k" * 32)
+        make_app(None)
+    assert "SECRET_KEY" not in caplog.text
+
+
+def test_close_channel_revokes_the_tokens_issued_before_it() -> None:
+    """A token issued before ``close_channel(ch)`` admits ``ch`` no more; one
+    issued after it does; its other channels are untouched.
+    """
+    app = make_app("k" * 32)
+    events: EventStream = app.extensions["eventstream"]
+    before = token(app, "room.1", "room.2")
+    assert poll(app, f"/events/room.1?token={before}").status_code == 200
+    events.close_channel("room.1")
+    refused = poll(app, f"/events/room.1?token={before}")
+    assert refused.status_code == 403
+    assert "closed after the token was issued" in said(refused)
+    assert poll(app, f"/mine/room.1?token={before}").status_code == 200  # no authorize
+    assert poll(app, f"/events/room.2?token={before}").status_code == 200
+    after = token(app, "room.1")
+    assert poll(app, f"/events/room.1?token={after}").status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +264,46 @@ def test_a_long_poll_ends_with_its_token(server: Server) -> None:
     )
     assert answer.status_code == 200 and answer.json()["events"] == []
     assert time.monotonic() - started < 4
+
+
+def test_close_channel_revokes_tokens_on_every_worker(
+    redis_server: RedisServer,
+) -> None:
+    """Two apps on one Redis stand for two workers (or hosts): a token issued
+    by one before the other closes the channel admits it on neither.
+    """
+    apps = [make_app("k" * 32, redis=redis_server.url) for _ in range(2)]
+    closer: EventStream = apps[1].extensions["eventstream"]
+    before = token(apps[0], "room.9")
+    assert poll(apps[0], f"/events/room.9?token={before}").status_code == 200
+    closer.close_channel("room.9")
+    for app in apps:
+        refused = poll(app, f"/events/room.9?token={before}")
+        assert refused.status_code == 403
+        assert "closed after the token was issued" in said(refused)
+    after = token(apps[1], "room.9")
+    assert poll(apps[0], f"/events/room.9?token={after}").status_code == 200
+
+
+def test_a_token_client_that_reconnects_after_a_revoke_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    """The finding, through a real server on Redis: the token client's stream
+    ends at the close, and its reconnection with the same token is a 403.
+    """
+    config = {"BACKEND": redis_server.url, "REDIS_PREFIX": "tok:"}
+    srv = Server("gevent", config=config).start()
+    try:
+        signed = server_token(srv, "secret-room")
+        path = f"/stream/secret-room?token={signed}"
+        stream = RawStream(srv.url, path, timeout=10)
+        assert stream.open() == []
+        httpx.post(srv.url + "/close", data={"channel": "secret-room"}, timeout=5)
+        stream.read_to_end(timeout=5)  # ended by the close
+        stream.close()
+        srv.publish("secret-room", "private-after-revoke")
+        again = httpx.get(srv.url + path, timeout=5)
+        assert again.status_code == 403
+        assert "private-after-revoke" not in again.text
+    finally:
+        srv.stop()

@@ -11,12 +11,14 @@ from .admission import open_subscription
 from .cors import preflight
 from .endpoint import blueprint
 from .request import request_cursor
+from .tokens import check_secret
 from .tokens import make_token
 from .views import stream
 from .views import undecorated
 
 __all__ = [
     "blueprint",
+    "check_secret",
     "make_token",
     "open_subscription",
     "preflight",

@@ -44,7 +44,7 @@ def open_subscription(
     # Before authorize: a revocation while it runs ends the subscription.
     mark = hub.revocation_mark()
     in_request = has_request_context()
-    grant = request_grant() if in_request else None
+    grant = request_grant(hub.backend) if in_request else None
     granted = grant.channels if grant is not None else frozenset()
     unique = admit(hub, channels, authorizer, granted)
     # A stream the token let in ends when the token expires.

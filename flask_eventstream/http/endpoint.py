@@ -12,6 +12,7 @@ from flask import Blueprint
 from flask import current_app
 from werkzeug.exceptions import Forbidden
 
+from ..hub import Hub
 from ..subscription import Subscription
 from .tokens import request_grant
 from .views import stream
@@ -26,6 +27,8 @@ class Extension(t.Protocol):
     def authorizer(self) -> t.Callable[[str], bool] | None: ...
 
     def subscribe(self, *channels: str) -> Subscription: ...
+
+    def hub_for(self) -> Hub: ...
 
 
 def blueprint(prefix: str | None) -> Blueprint:
@@ -43,12 +46,17 @@ def blueprint(prefix: str | None) -> Blueprint:
         def channel(channel: str) -> t.Any:
             events: Extension = current_app.extensions["eventstream"]
             if events.authorizer is None:
-                grant = request_grant()
+                grant = request_grant(events.hub_for().backend)
                 if grant is None:
                     raise Forbidden(
                         "The built-in endpoint serves no channel until an"
                         " authorize function is registered with"
                         " '@events.authorize', or the request carries a token."
+                    )
+                if channel in grant.revoked:
+                    raise Forbidden(
+                        f"Channel {channel!r} was closed after the token was"
+                        " issued: ask the app for a new one."
                     )
                 if channel not in grant.channels:
                     raise Forbidden(f"The token does not name channel {channel!r}.")
