@@ -84,6 +84,15 @@ def create_app() -> Flask:
         # The docs' generator view: it iterates a subscription.
         yield from events.subscribe(*channels.split(","))
 
+    @app.get("/foreign/<channel>")
+    @stream
+    def foreign(channel: str) -> t.Any:
+        # Another SSE server answered this URL before: its ids are not ours.
+        if request.headers.get("Last-Event-ID") is None:
+            yield Event("old", id="from another server", retry=100)
+            return
+        yield from events.subscribe(channel)
+
     @app.get("/quiet/<channels>")
     @stream(announce=False)
     def quiet_stream(channels: str) -> t.Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import typing as t
 
 import pytest
@@ -185,3 +186,24 @@ def test_the_client_s_error_says_the_status_and_the_reason(
     if status < 500:
         assert failure["state"] == 2  # a refusal is final, as in EventSource
     page.close()
+
+
+def test_a_cursor_from_another_server_resets_and_the_stream_goes_on(
+    browser: Browser, server: Server
+) -> None:
+    """A native ``EventSource`` that comes back with an id this server cannot
+    read (another SSE server had the URL) gets an ``eventstream-reset`` and
+    live events: a 400 would have ended it for good.
+    """
+    page = open_page(browser, f"{server.url}/page/native?url=/foreign/moved")
+    page.wait_for_function(
+        "window.received.some((e) => e.type === 'eventstream-reset')"
+    )
+    (live,) = server.publish("moved", "live")
+    page.wait_for_function("window.received.length >= 3")
+    got = received(page)
+    page.close()
+    assert got[0] == {"id": "from another server", "type": "message", "data": "old"}
+    assert got[1]["type"] == "eventstream-reset"
+    assert json.loads(got[1]["data"])["reason"] == "malformed"
+    assert got[2] == {"id": live, "type": "message", "data": "live"}
