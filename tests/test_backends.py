@@ -362,3 +362,33 @@ def test_an_idempotency_key_is_scoped_to_its_channel(
     # Each channel's repeat still returns its own first event.
     again = backend.append(second, Event("two"), Once(keys[second], 30))
     assert again.repeat and again.key == two.key and again.event.data == "two"
+
+
+def test_a_read_of_many_channels_reads_about_what_it_returns(
+    make_backend: t.Callable[[int], Backend],
+) -> None:
+    """The first ``limit`` events across channels, in id order, and no more
+    than the byte bound past the first: a poll of 8 channels does not read
+    its batch from each.
+    """
+
+    def seen(records: list[Record]) -> list[tuple[str, t.Any, str, t.Any]]:
+        return [(r.channel, r.key, r.event.data, r.prev) for r in records]
+
+    backend = make_backend(1000)
+    channels = [f"many{c}" for c in range(8)]
+    start = backend.head()
+    for n in range(40):
+        for c, channel in enumerate(channels[: 1 + n % 8]):
+            backend.append(channel, Event(f"{c}-{n}" + "x" * 1000))
+    everything = seen(backend.read(channels, start, 1000))
+    assert [r[1] for r in everything] == sorted(r[1] for r in everything)
+    assert len(everything) == sum(1 + n % 8 for n in range(40))
+    assert seen(backend.read(channels, start, 50)) == everything[:50]
+    some = [r for r in everything if r[0] in channels[3:]]
+    assert seen(backend.read(channels[3:], start, 7)) == some[:7]
+    backend.read_bytes = 5000  # five events of 1,000 bytes and more
+    assert seen(backend.read(channels, start, 50)) == everything[:5]
+    backend.read_bytes = 1  # past the first event: at least one comes
+    after = at(backend, everything[9][1])
+    assert seen(backend.read(channels, after, 50)) == everything[10:11]

@@ -364,3 +364,45 @@ def test_a_publish_whose_reply_was_lost_is_stored_once_when_retried(
     finally:
         events.hub_for(app).backend.close()
         proxy.close()
+
+
+def test_a_poll_of_many_channels_reads_about_what_it_answers() -> None:
+    """A poll and a long-poll of 8 channels with 120 events of 4 KB stored on
+    each answer ``POLL_BATCH`` events, the first in id order, and read from
+    Redis about what they send: not ``POLL_BATCH`` events of every channel.
+    """
+    from flask_eventstream.backends.redis import RedisBackend
+
+    redis = RedisServer().start()  # its own: its bytes are this test's
+    config = {"BACKEND": redis.url, "REDIS_PREFIX": "bytes:", "POLL_BATCH": 100}
+    server = Server("gevent", config=config).start()
+    publisher_ = RedisBackend(redis.url, 1000, prefix="bytes:")
+    client = redis.client()
+    channels = [f"wide{c}" for c in range(8)]
+    try:
+        start = str(publisher_.head())
+        for n in range(120):
+            for channel in channels:
+                publisher_.append(channel, Event(f"{channel} {n} " + "x" * 4000))
+        url = f"{server.url}/stream/{','.join(channels)}"
+        for transport in ("poll", "longpoll"):
+            before = int(client.info("stats")["total_net_output_bytes"])
+            answer = httpx.get(
+                url,
+                params={"transport": transport, "lastEventId": start},
+                timeout=30,
+            )
+            read = int(client.info("stats")["total_net_output_bytes"]) - before
+            assert answer.status_code == 200, answer.text
+            events = answer.json()["events"]
+            assert [e["data"][:8] for e in events[:9]] == [
+                f"{c} 0 " for c in channels
+            ] + ["wide0 1 "]
+            assert len(events) == 100
+            # 100 events of 4 KB are 400 KB; the answer is that and its JSON.
+            assert read < 1.25 * len(answer.content), (read, len(answer.content))
+    finally:
+        publisher_.close()
+        client.close()
+        server.stop()
+        redis.stop()

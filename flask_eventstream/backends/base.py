@@ -11,6 +11,24 @@ from ..ids import Record
 from ..ids import Run
 from ..wire import Event
 
+#: The most bytes of events (their data and type) one :meth:`Backend.read`
+#: returns past its first event, whatever its count: a read brings into a
+#: worker about what its caller may send (a stream's page holds less, see
+#: the settings' ``REPLAY_BYTES``; a poll's answer is bounded by it).
+READ_BYTES = 8 * 1024 * 1024
+
+
+def within(records: t.Sequence[Record], limit: int, max_bytes: int) -> list[Record]:
+    """The first of ``records``, at most ``limit`` of them and, past the
+    first, ``max_bytes`` of data and type.
+    """
+    taken = 0
+    for count, record in enumerate(records[:limit]):
+        if count and taken >= max_bytes:
+            return list(records[:count])
+        taken += len(record.event.data.encode()) + len(record.event.event or "")
+    return list(records[:limit])
+
 
 class Once(t.NamedTuple):
     """An idempotency key, and the seconds a repeat of it stores nothing."""
@@ -51,6 +69,8 @@ class Backend(ABC):
             history,
             ttl,
         )
+        #: See :data:`READ_BYTES`.
+        self.read_bytes = READ_BYTES
         self.deliver = _nowhere
         self.revoke = _nowhere
         self.lost = _nowhere2
@@ -87,7 +107,9 @@ class Backend(ABC):
         self, channels: t.Sequence[str], after: Cursor, limit: int
     ) -> list[Record]:
         """Return the first ``limit`` stored events of ``channels`` after
-        ``after``, in id order (read no more than that).
+        ``after``, in id order, and past the first no more than
+        :attr:`read_bytes` of data and type (read about that much, however
+        many channels: not ``limit`` of each).
 
         :raises CursorProblem: if ``after`` cannot be resumed from: another
             epoch, a key never assigned, or events after it no longer kept.

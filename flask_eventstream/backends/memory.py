@@ -25,6 +25,7 @@ from ..ids import Run
 from ..wire import Event
 from .base import Backend
 from .base import Once
+from .base import within
 
 #: Idempotency keys kept at most (the oldest go first beyond it).
 MAX_KEYS = 100_000
@@ -199,7 +200,7 @@ class MemoryBackend(Backend):
                         break
                     found.append(record)
         found.sort(key=by_key)
-        return found[:limit]
+        return within(found, limit, self.read_bytes)
 
     def latest(
         self, channels: t.Sequence[str], count: int

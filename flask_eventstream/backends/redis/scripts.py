@@ -109,3 +109,119 @@ if epoch == ARGV[1] and (behind or ARGV[4] == '1') then
 end
 return epoch or ''
 """
+
+#: The Lua script of :meth:`RedisBackend.read`: the store's newest key and
+#: epoch, then, unless the epoch is not the cursor's (``ARGV[4]``) or the
+#: cursor (``ARGV[1]``) is past the newest key, for each stream (``KEYS[3]``
+#: on) what tells whether entries after the cursor were trimmed: its length
+#: (``-1``: no such stream), entries ever added (``-1``: unknown), first
+#: entry kept, and the predecessor named by its first entry after the
+#: cursor (``''``: none); then the entries after the cursor across streams,
+#: in id order, five values each (the stream's index from 1, id, data, type,
+#: predecessor), until ``ARGV[2]`` entries or ``ARGV[3]`` bytes of data and
+#: type (past the first entry). It merges inside Redis, reading each stream
+#: in chunks that start at its share of the count and grow: what it returns
+#: is about what it reads, however many streams, and one command sees no
+#: trim between the check and the read.
+READ_SCRIPT = """
+local last = redis.call('GET', KEYS[1]) or '0-0'
+local epoch = redis.call('GET', KEYS[2])
+local out = {last, epoch}
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local ams, aseq = parse(ARGV[1])
+local lms, lseq = parse(last)
+if epoch ~= ARGV[4] or ams > lms or (ams == lms and aseq > lseq) then
+  return out
+end
+local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+-- A first chunk of each stream's share of the limit (at most 64 entries),
+-- then chunks that double, never past what is still wanted.
+local share = math.max(1, math.min(64, math.ceil(limit / math.max(1, #KEYS - 2))))
+local streams = {}
+local function refill(s, want)
+  local got = redis.call('XRANGE', s.key, s.pos, '+', 'COUNT', want)
+  s.done = #got < want
+  s.size = math.min(want * 2, 128)
+  s.buf, s.at = got, 1
+  s.ms, s.seq = {}, {}
+  for j, entry in ipairs(got) do
+    s.ms[j], s.seq[j] = parse(entry[1])
+  end
+  if #got > 0 then
+    s.pos = '(' .. got[#got][1]
+  end
+end
+local function field(entry, name)
+  local fields = entry[2]
+  for j = 1, #fields, 2 do
+    if fields[j] == name then
+      return fields[j + 1]
+    end
+  end
+  return ''
+end
+for i = 3, #KEYS do
+  local s = {key = KEYS[i], pos = '(' .. ARGV[1], size = share, done = true,
+             buf = {}, at = 1, ms = {}, seq = {}}
+  streams[#streams + 1] = s
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    out[#out + 1] = -1
+    out[#out + 1] = -1
+    out[#out + 1] = ''
+    out[#out + 1] = ''
+  else
+    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+    local f = {}
+    for j = 1, #info, 2 do
+      f[info[j]] = info[j + 1]
+    end
+    local first = f['recorded-first-entry-id']
+    if not first and f['first-entry'] then
+      first = f['first-entry'][1]
+    end
+    refill(s, share)
+    out[#out + 1] = f['length']
+    out[#out + 1] = f['entries-added'] or -1
+    out[#out + 1] = first or ''
+    out[#out + 1] = s.buf[1] and field(s.buf[1], 'p') or ''
+  end
+end
+local count, bytes = 0, 0
+while count < limit and (count == 0 or bytes < budget) do
+  local best = nil
+  for i, s in ipairs(streams) do
+    if s.at > #s.buf and not s.done then
+      refill(s, math.min(s.size, limit - count))
+    end
+    if s.at <= #s.buf then
+      if best == nil then
+        best = i
+      else
+        local b = streams[best]
+        local ms, bms = s.ms[s.at], b.ms[b.at]
+        if ms < bms or (ms == bms and s.seq[s.at] < b.seq[b.at]) then
+          best = i
+        end
+      end
+    end
+  end
+  if best == nil then
+    break
+  end
+  local s = streams[best]
+  local entry = s.buf[s.at]
+  s.at = s.at + 1
+  local data, kind = field(entry, 'd'), field(entry, 'e')
+  out[#out + 1] = best
+  out[#out + 1] = entry[1]
+  out[#out + 1] = data
+  out[#out + 1] = kind
+  out[#out + 1] = field(entry, 'p')
+  count = count + 1
+  bytes = bytes + #data + #kind
+end
+return out
+"""

@@ -18,7 +18,6 @@ import redis
 
 from ...errors import BackendUnavailable
 from ...errors import PublishError
-from ...ids import by_key
 from ...ids import Cursor
 from ...ids import CursorProblem
 from ...ids import format_key
@@ -41,6 +40,7 @@ from .listener import Listener
 from .presence import RedisPresence
 from .scripts import APPEND_SCRIPT
 from .scripts import HEAD_SCRIPT
+from .scripts import READ_SCRIPT
 from .scripts import RENEW_SCRIPT
 
 
@@ -81,6 +81,7 @@ class RedisBackend(RedisPresence, Backend):
         script = self.redis.register_script(APPEND_SCRIPT)
         self._head = self.redis.register_script(HEAD_SCRIPT)
         self._renew = self.redis.register_script(RENEW_SCRIPT)
+        self._read = self.redis.register_script(READ_SCRIPT)
         self._lock = threading.Lock()
         #: The newest key this process has seen: ids stay above it even if
         #: the store is emptied (see APPEND_SCRIPT).
@@ -230,37 +231,29 @@ class RedisBackend(RedisPresence, Backend):
         self, channels: t.Sequence[str], cursor: Cursor, limit: int
     ) -> list[Record]:
         after = cursor.key
-        start = "(" + format_key(after)
+        streams = [self._key(channel) for channel in channels]
         try:
-            # One transaction: no trim can come between the check and the read.
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(self._last_key)
-                pipe.get(self._epoch_key)
-                for channel in channels:
-                    pipe.xinfo_stream(self._key(channel))
-                    pipe.xrange(self._key(channel), min=start, max="+", count=limit)
-                replies = pipe.execute(raise_on_error=False)
+            # One script: no trim comes between the check and the read, and
+            # the streams are merged in Redis (see READ_SCRIPT).
+            reply = self._read(
+                keys=[self._last_key, self._epoch_key, *streams],
+                args=[format_key(after), limit, self.read_bytes, cursor.epoch],
+            )
         except redis.RedisError as error:
-            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
-        for reply in replies[:2]:
-            if isinstance(reply, Exception):
-                raise BackendUnavailable(f"Redis could not read: {reply}")
-        epoch = replies[1].decode() if replies[1] is not None else None
+            raise BackendUnavailable(f"Redis could not be read: {error}") from error
+        epoch = reply[1].decode() if reply[1] is not None else None
         if epoch != cursor.epoch:
             raise CursorProblem(
                 "epoch",
                 "The cursor is from another incarnation of the store (Redis was"
                 " emptied, restarted without persistence, or replaced).",
             )
-        if after > key_of(replies[0]):
+        if after > key_of(reply[0]):
             raise CursorProblem("unknown", "The cursor was never assigned here.")
-        found: list[Record] = []
         for index, channel in enumerate(channels):
-            info, entries = replies[2 + 2 * index], replies[3 + 2 * index]
+            length, added, first, prev = reply[2 + 4 * index : 6 + 4 * index]
             ttl = self.retention(channel)[1]
-            if isinstance(info, redis.ResponseError) and not isinstance(
-                entries, Exception
-            ):  # no such stream
+            if length < 0:  # no such stream
                 if ttl and after[0] < now_ms() - ttl * 1000:
                     raise CursorProblem(
                         "expired",
@@ -268,15 +261,24 @@ class RedisBackend(RedisPresence, Backend):
                         " (EVENTSTREAM_HISTORY_TTL).",
                     )
                 continue
-            for reply in (info, entries):
-                if isinstance(reply, Exception):
-                    raise BackendUnavailable(f"Redis could not read: {reply}")
-            check_kept(channel, after, info, entries, ttl)
-            found.extend(
-                record_of(channel, id, fields, epoch) for id, fields in entries
-            )
-        found.sort(key=by_key)
-        return found[:limit]
+            info: dict[str, t.Any] = {
+                "length": length,
+                "recorded-first-entry-id": first or None,
+            }
+            if added >= 0:
+                info["entries-added"] = added
+            check_kept(channel, after, info, [(b"", {b"p": prev})] if prev else [], ttl)
+        entries = reply[2 + 4 * len(channels) :]
+        found = []
+        for at in range(0, len(entries), 5):
+            index, raw_id, data, kind, prev = entries[at : at + 5]
+            fields = {b"d": data}
+            if kind:
+                fields[b"e"] = kind
+            if prev:
+                fields[b"p"] = prev
+            found.append(record_of(channels[index - 1], raw_id, fields, epoch))
+        return found
 
     def latest(
         self, channels: t.Sequence[str], count: int
