@@ -334,3 +334,63 @@ def test_a_handover_before_the_first_event_loses_nothing(
     assert len(received(follower)) == 1
     assert server.stats()["channels"][channel] == 1
     context.close()
+
+
+@pytest.mark.parametrize("mode", ["shared", "shared-fallback"])
+def test_a_tab_that_joins_later_gets_its_rewind(
+    browser: Browser,  # noqa: F811
+    server: Server,
+    mode: str,
+) -> None:
+    """``?rewind=3``: every tab gets the last three events, not only the one
+    whose connection fetched them.
+    """
+    channel = f"tabs-{uuid.uuid4().hex[:6]}"
+    stored = server.publish(channel, "stored {n}", count=5)
+    context = browser.new_context()
+    pages = []
+    for _ in range(2):
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        page.goto(
+            f"{server.url}/page/{mode}?url={quote(f'/stream/{channel}?rewind=3')}"
+        )
+        page.wait_for_function("window.received.length >= 3")
+        pages.append(page)
+    server.wait_for(lambda s: s["channels"].get(channel) == 1)
+    live = server.publish(channel, "live {n}", count=2)
+    for page in pages:
+        page.wait_for_function("window.received.length >= 5")
+        assert [e["id"] for e in received(page)] == stored[2:] + live
+    context.close()
+
+
+def test_a_frozen_leader_hands_over_and_catches_up_when_it_resumes(
+    browser: Browser,  # noqa: F811
+    server: Server,
+) -> None:
+    """A frozen tab (or one kept in the back-forward cache) runs no code:
+    it lets go of the connection when the browser says so (``freeze``,
+    ``pagehide``), and on ``resume`` gets what it missed.
+    """
+    channel = f"tabs-{uuid.uuid4().hex[:6]}"
+    pages = tabs(browser, server, "shared", channel)
+    server.wait_for(lambda s: s["channels"].get(channel) == 1)
+    (leader,) = leaders(pages)
+    rest = [p for p in pages if p is not leader]
+    first = server.publish(channel, "first {n}", count=2)
+    leader.wait_for_function("window.received.length >= 2")
+    leader.evaluate("document.dispatchEvent(new Event('freeze'))")
+    # It let go: whatever comes now is fetched by the next leader.
+    assert leader.evaluate("window.source._release === null && !window.source._bus")
+    while_frozen = server.publish(channel, "while frozen {n}", count=3)
+    for page in rest:
+        page.wait_for_function("window.received.length >= 5")
+    assert len(leaders(rest)) == 1
+    leader.evaluate("document.dispatchEvent(new Event('resume'))")
+    after = server.publish(channel, "after {n}", count=2)
+    for page in pages:
+        page.wait_for_function("window.received.length >= 7")
+        assert [e["id"] for e in received(page)] == first + while_frozen + after
+    assert server.stats()["channels"][channel] == 1
+    leader.context.close()

@@ -134,7 +134,7 @@
     this._seen = [];
     this._seenKeys = {};
     this._inner = this._release = this._bus = this._lockAbort = null;
-    this._scope = null;
+    this._scope = this._held = null;
     this._round = 0;  // one per join: what an older one started does nothing
     this._retry = 3000;
     this._failures = this._rescopes = 0;
@@ -166,6 +166,7 @@
     if (this._abort) this._abort.abort();
     if (this._timer !== null) clearTimeout(this._timer);
     this._inner = this._release = this._bus = this._lockAbort = this._abort = null;
+    this._held = null;
     this._timer = null;
   };
 
@@ -184,9 +185,14 @@
     var self = this;
     this._leave();
     var round = this._round;
-    this._ask(false, round).then(function (answer) {
+    this._ask(true, round).then(function (answer) {
       if (round !== self._round) return;
-      if (answer.failed === undefined) return self._enter(answer.scope || "", round);
+      if (answer.failed === undefined) {
+        // What this tab missed (it was away) or asked for (?rewind=), and
+        // the id it is at.
+        self._catchUp(answer);
+        return self._enter(answer.scope || "", round);
+      }
       if (self._final(answer.failed)) return self._end(answer.failed, answer.message);
       self.readyState = CONNECTING;
       self._fail(answer.failed, answer.message);
@@ -199,8 +205,17 @@
     var name = "eventstream:" + scope + ":" + this.url;
     this._scope = scope;
     this._bus = new global.BroadcastChannel(name);
+    // Events that come on the channel are held until this tab knows it
+    // has every one before them (see _sync).
+    this._held = [];
+    this._syncing = false;
     this._bus.onmessage = function (e) {
-      if (round === self._round) self._onShared(e.data);
+      if (round !== self._round) return;
+      var message = e.data;
+      if (self._held === null) return self._onShared(message);
+      if (message.kind === "event") return self._held.push(message);
+      if (message.kind === "cursor") return self._sync(message.id, round);
+      self._onShared(message);
     };
     this._post({kind: "hello"});
     var abort = new AbortController();
@@ -216,15 +231,54 @@
     }).catch(function () {});  // the wait was given up
   };
 
+  // Pass a poll's events to this tab alone, once each; it is then at the
+  // poll's id.
+  proto._catchUp = function (answer) {
+    for (var i = 0; i < answer.events.length; i++) {
+      var item = answer.events[i];
+      item = {kind: "event", type: item.event || "message", data: item.data, id: item.id};
+      if (this._fresh(item)) this._onShared(item, true);
+    }
+    if (answer.lastEventId) this.lastEventId = answer.lastEventId;
+  };
+
+  // The first id the leader tells a joining tab: where the events held
+  // since the tab joined follow on. A tab that was at another id polls
+  // what came between (events published while it was joining) first.
+  proto._sync = function (id, round) {
+    var self = this;
+    if (this._syncing) return;
+    if (!this.lastEventId || id === this.lastEventId) {
+      this.lastEventId = id;
+      return this._releaseHeld();
+    }
+    this._syncing = true;
+    this._ask(true, round).then(function (answer) {
+      if (round !== self._round || !self._syncing) return;  // it leads now
+      if (answer.failed === undefined && (answer.scope || "") === self._scope) {
+        self._catchUp(answer);
+      }
+      self._releaseHeld();
+    });
+  };
+
+  proto._releaseHeld = function () {
+    var held = this._held || [];
+    this._held = null;
+    this._syncing = false;
+    for (var i = 0; i < held.length; i++) this._onShared(held[i]);
+  };
+
   // This tab holds the lock: poll once, pass on what the poll brought and
   // the id it ends at, then open the stream after that id.
   proto._lead = function (round) {
     var self = this;
+    if (this._held) this._releaseHeld();  // its poll covers the rest
     this._post({kind: "leader"});
     this._ask(true, round).then(function (answer) {
       if (round !== self._round) return;
       if (answer.failed !== undefined) return self._lost(answer.failed, answer.message, round);
-      if (answer.scope !== self._scope) return self._rescope();
+      if ((answer.scope || "") !== self._scope) return self._rescope();
       for (var i = 0; i < answer.events.length; i++) {
         var item = answer.events[i];
         self._pass({kind: "event", type: item.event || "message", data: item.data, id: item.id});
