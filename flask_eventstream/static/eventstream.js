@@ -218,6 +218,8 @@
       self._onShared(message);
     };
     this._post({kind: "hello"});
+    // The types this tab listened to while it was asking its scope.
+    this._post({kind: "listen", types: Object.keys(this._listened)});
     var abort = new AbortController();
     this._lockAbort = abort;
     global.navigator.locks.request(name, {signal: abort.signal}, function () {
