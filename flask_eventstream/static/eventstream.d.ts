@@ -5,8 +5,9 @@ export interface EventStreamClientOptions {
   transport?: "auto" | "eventsource" | "longpoll" | "poll";
   /** Send cookies to another origin (EventSource's withCredentials). */
   withCredentials?: boolean;
-  /** One connection per URL for all the tabs of an origin (Web Locks and
-   * BroadcastChannel; each tab connects alone where they are missing). */
+  /** One connection per URL for all the tabs of an origin that are the same
+   * subscriber, as the server scopes them (Web Locks and BroadcastChannel;
+   * each tab connects alone where they are missing). */
   shared?: boolean;
   /** Returns a subscriber token, sent as ?token=; called before connecting
    * and again when the server refuses the token (403). */
