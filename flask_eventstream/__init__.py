@@ -7,6 +7,8 @@ from __future__ import annotations
 from . import signals as signals
 from .errors import EventStreamError as EventStreamError
 from .errors import PublishError as PublishError
+from .errors import PublishNotStored as PublishNotStored
+from .errors import PublishOutcomeUnknown as PublishOutcomeUnknown
 from .extension import EventStream as EventStream
 from .http import stream as stream
 from .subscription import Subscription as Subscription
@@ -19,6 +21,8 @@ __all__ = [
     "EventStream",
     "EventStreamError",
     "PublishError",
+    "PublishNotStored",
+    "PublishOutcomeUnknown",
     "Subscription",
     "signals",
     "stream",

@@ -3,8 +3,10 @@
 ::
 
     EventStreamError
-     ├── PublishError          the backend could not store an event
-     └── BackendUnavailable    the backend could not be read (history, cursor)
+     ├── PublishError              the event may not have been published
+     │    ├── PublishNotStored     it was not stored: retrying cannot duplicate it
+     │    └── PublishOutcomeUnknown  sent, no answer: it may have been stored
+     └── BackendUnavailable        the backend could not be read (history, cursor)
 
 Invalid input raises ``ValueError`` (at ``publish``) or an HTTP error with a
 message (400, 403, 503 at an endpoint); those are not listed here.
@@ -18,10 +20,31 @@ class EventStreamError(Exception):
 
 
 class PublishError(EventStreamError):
-    """The backend could not store the event: it was not published.
+    """The backend did not confirm that it stored the event.
 
-    The cause (for example a Redis connection error) is chained as
-    ``__cause__``. Nothing was delivered, so retrying cannot duplicate it.
+    Catch it for both of its cases; tell them apart with its subclasses
+    (:class:`PublishNotStored`, :class:`PublishOutcomeUnknown`). The cause
+    (for example a Redis connection error) is chained as ``__cause__``. A
+    retry with the same ``idempotency_key`` is safe in either case.
+    """
+
+
+class PublishNotStored(PublishError):
+    """The event was not stored: the command never reached the backend (it
+    could not connect) or the backend refused it. Nothing was delivered, so
+    retrying cannot duplicate it.
+
+    .. versionadded:: 0.1
+    """
+
+
+class PublishOutcomeUnknown(PublishError):
+    """The command was sent but no answer came (a timeout, a connection lost
+    while waiting): the event may have been stored and delivered. Retry with
+    the same ``idempotency_key`` to store it at most once; without one, a
+    retry may store it twice.
+
+    .. versionadded:: 0.1
     """
 
 

@@ -151,7 +151,11 @@ class EventStream:
         :return: the stored event, with the id the backend assigned.
         :raises ValueError: for an invalid channel, event type (``eventstream-``
             is reserved), idempotency key, or size (``MAX_EVENT_BYTES``).
-        :raises PublishError: if the backend cannot store the event.
+        :raises PublishNotStored: if the backend did not store the event (a
+            :class:`PublishError`): retrying cannot duplicate it.
+        :raises PublishOutcomeUnknown: if the backend did not answer (a
+            :class:`PublishError`): the event may have been stored; retry
+            with the same ``idempotency_key``.
         """
         app = self._app()
         hub = self.hub_for(app)

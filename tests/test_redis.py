@@ -24,6 +24,8 @@ from flask import Flask
 from flask_eventstream import Event
 from flask_eventstream import EventStream
 from flask_eventstream import PublishError
+from flask_eventstream import PublishNotStored
+from flask_eventstream import PublishOutcomeUnknown
 from flask_eventstream.testing import check_delivery
 
 pytestmark = pytest.mark.redis
@@ -405,4 +407,45 @@ def test_a_poll_of_many_channels_reads_about_what_it_answers() -> None:
         publisher_.close()
         client.close()
         server.stop()
+        redis.stop()
+
+
+def test_a_publish_error_tells_not_stored_from_outcome_unknown() -> None:
+    """Redis paused past the store's socket timeout: the command was sent,
+    no answer came, and the event is stored once Redis resumes, so the
+    error says the outcome is unknown (a retry with the key stores nothing
+    more). Redis stopped: the command never reached it, and the error says
+    nothing was stored.
+    """
+    redis = RedisServer().start()  # its own: it is paused and stopped
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = redis.url
+    app.config["EVENTSTREAM_REDIS_PREFIX"] = "outcome:"
+    events = EventStream(app)
+    client = redis.client()
+    assert redis.proc is not None
+    try:
+        with app.app_context():
+            events.publish("paid", "warm-up")  # the script is loaded
+            os.kill(redis.proc.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(PublishOutcomeUnknown) as unknown:
+                    events.publish("paid", "order 1", idempotency_key="order-1")
+            finally:
+                os.kill(redis.proc.pid, signal.SIGCONT)
+            assert isinstance(unknown.value, PublishError)
+            message = str(unknown.value)
+            assert "may have been stored" in message and "idempotency_key" in message
+            assert client.xlen("outcome:stream:paid") == 2  # it was stored
+            again = events.publish("paid", "order 1", idempotency_key="order-1")
+            assert client.xlen("outcome:stream:paid") == 2  # and only once
+            assert again.data == "order 1"
+            redis.stop()
+            with pytest.raises(PublishNotStored) as refused:
+                events.publish("paid", "order 2", idempotency_key="order-2")
+            assert isinstance(refused.value, PublishError)
+            assert "Nothing was stored" in str(refused.value)
+    finally:
+        events.hub_for(app).backend.close()
+        client.close()
         redis.stop()

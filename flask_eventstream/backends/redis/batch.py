@@ -25,6 +25,13 @@ from redis.commands.core import Script
 logger = logging.getLogger("flask_eventstream")
 
 
+class NotSent(redis.ConnectionError):
+    """The call never reached Redis (no connection could be had, or it got
+    no turn): nothing of it ran. Any other error of a call may come after
+    Redis ran it.
+    """
+
+
 class Sent(t.NamedTuple):
     """One call of a pipeline that succeeded."""
 
@@ -76,7 +83,8 @@ class Batcher:
 
     def __call__(self, keys: list[t.Any], args: list[t.Any]) -> t.Any:
         """Run the script with ``keys`` and ``args``; return its reply or
-        raise its :class:`redis.RedisError`.
+        raise its :class:`redis.RedisError`: :class:`NotSent` if it never
+        reached Redis.
         """
         call = _Call(keys, args)
         with self._lock:
@@ -91,10 +99,13 @@ class Batcher:
                 with self._lock:
                     if call.lead or call.finished:
                         continue  # it came as the wait ended
-                    if call in self._waiting:  # else in a pipeline on its way
+                    waiting = call in self._waiting
+                    if waiting:  # else in a pipeline on its way
                         self._waiting.remove(call)
+                if waiting:
+                    raise NotSent(f"no turn to send to Redis within {self._timeout:g}s")
                 raise redis.TimeoutError(
-                    f"no turn to send to Redis within {self._timeout:g}s"
+                    f"no answer from Redis within {self._timeout:g}s"
                 )
             else:
                 call.wake.clear()  # then look: what set it was set before
@@ -134,31 +145,50 @@ class Batcher:
                 logger.exception("Handling %d appends sent failed.", len(done))
 
     def _send(self, batch: list[_Call]) -> None:
-        if len(batch) == 1:
-            call = batch[0]
-            try:
-                call.reply = self._script(keys=call.keys, args=call.args)
-            except redis.RedisError as error:
-                call.error = error
+        pool = self._client.connection_pool
+        try:
+            # Connected (and checked) before anything is written: an error
+            # here means that nothing of the batch reached Redis.
+            held: t.Any = pool.get_connection()
+        except redis.RedisError as error:
+            unsent = NotSent(f"{type(error).__name__}: {error}")
+            unsent.__cause__ = error
+            for call in batch:
+                call.error = unsent
             return
         script = self._script
         try:
             with self._client.pipeline(transaction=False) as pipe:
+                pipe.connection, held = held, None  # the pipeline releases it
                 for call in batch:
                     pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
                 replies = pipe.execute(raise_on_error=False)
+                if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                    # Redis forgot the script (a restart, SCRIPT FLUSH): it
+                    # ran none of those calls; they go again, with its text.
+                    again = [
+                        call
+                        for call, r in zip(batch, replies, strict=True)
+                        if isinstance(r, redis.exceptions.NoScriptError)
+                    ]
+                    text = str(script.script)
+                    for call in again:
+                        pipe.eval(text, len(call.keys), *call.keys, *call.args)
+                    found = iter(pipe.execute(raise_on_error=False))
+                    replies = [
+                        next(found)
+                        if isinstance(r, redis.exceptions.NoScriptError)
+                        else r
+                        for r in replies
+                    ]
         except redis.RedisError as error:
             for call in batch:
                 call.error = error
             return
+        finally:
+            if held is not None:
+                pool.release(held)
         for call, reply in zip(batch, replies, strict=True):
-            if isinstance(reply, redis.exceptions.NoScriptError):
-                # Redis forgot the script (a restart, SCRIPT FLUSH): this
-                # call loads it again.
-                try:
-                    reply = script(keys=call.keys, args=call.args)
-                except redis.RedisError as error:
-                    reply = error
             if isinstance(reply, BaseException):
                 call.error = reply
             else:

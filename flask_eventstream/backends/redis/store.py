@@ -18,6 +18,8 @@ import redis
 
 from ...errors import BackendUnavailable
 from ...errors import PublishError
+from ...errors import PublishNotStored
+from ...errors import PublishOutcomeUnknown
 from ...ids import Cursor
 from ...ids import CursorProblem
 from ...ids import format_key
@@ -30,6 +32,7 @@ from ...wire import Event
 from ..base import Backend
 from ..base import Once
 from .batch import Batcher
+from .batch import NotSent
 from .codec import appended
 from .codec import key_of
 from .codec import record_of
@@ -157,9 +160,7 @@ class RedisBackend(RedisPresence, Backend):
                 stream, self.retention(channel), event, once, channel
             )
         except redis.RedisError as error:
-            raise PublishError(
-                f"Redis could not store the event on {channel!r}: {error}"
-            ) from error
+            raise publish_error(error, f"the event on {channel!r}") from error
         stored = appended(reply)
         if stored is None:  # a repeat: the first event, and nothing stored
             first = Event(reply[3].decode(), reply[4].decode() or None, str(cursor))
@@ -173,9 +174,8 @@ class RedisBackend(RedisPresence, Backend):
         try:
             self._store(self._control, (100, self.ttl), Event(channel))
         except redis.RedisError as error:
-            raise PublishError(
-                f"Redis could not close channel {channel!r}: {error}"
-            ) from error
+            what = f"the entry that closes channel {channel!r}"
+            raise publish_error(error, what) from error
 
     def head(self) -> Cursor:
         # Thousands of clients may connect at once (after a deploy), more
@@ -343,6 +343,28 @@ class RedisBackend(RedisPresence, Backend):
             for key, size in zip(keys, pipe.execute(), strict=True)
             if size
         }
+
+
+def publish_error(error: redis.RedisError, what: str) -> PublishError:
+    """The exception for an append that failed with ``error``: whether
+    ``what`` was stored is known only if it never reached Redis or Redis
+    answered with an error.
+    """
+    if isinstance(error, NotSent):
+        return PublishNotStored(
+            f"Redis could not store {what}: it could not be reached ({error})."
+            " Nothing was stored: retry once Redis is back."
+        )
+    if isinstance(error, redis.ResponseError):
+        return PublishNotStored(
+            f"Redis could not store {what}: it refused it ({error})."
+            " Nothing was stored."
+        )
+    return PublishOutcomeUnknown(
+        f"Redis did not answer whether it stored {what} ({error}): it may have"
+        " been stored and delivered. Retry with the same idempotency_key to"
+        " store it at most once."
+    )
 
 
 class _HeadRead:
