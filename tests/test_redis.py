@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 import uuid
@@ -368,6 +369,60 @@ def test_a_publish_whose_reply_was_lost_is_stored_once_when_retried(
         proxy.close()
 
 
+def test_a_client_back_while_the_listener_changes_epoch_misses_nothing() -> None:
+    """The listener of a worker finds the store emptied (FLUSHALL) and ends
+    its streams; a client that comes back at once (in ``lost``) is reset to
+    the head of that moment, and events stored meanwhile, before the
+    listener moved on, must still reach it: its next event follows what it
+    got, so it does not end as lagged.
+    """
+    from flask_eventstream.backends.redis import RedisBackend
+    from flask_eventstream.ids import Record
+    from flask_eventstream.ids import Run
+
+    redis = RedisServer().start()  # its own: it is emptied
+    listening = RedisBackend(redis.url, 100, prefix="ep:")
+    other = RedisBackend(redis.url, 100, prefix="ep:")  # another process
+    delivered: list[Record] = []
+    came_back: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def deliver(run: Run) -> None:
+        delivered.extend(run.records)
+        if run.records[-1].event.data == "third":
+            done.set()
+
+    def lost(channel: str | None, reason: str) -> None:
+        assert (channel, reason) == (None, "epoch")
+        # A client reconnects now: reset to the head; more is published.
+        came_back.append(listening.head().key)
+        other.append("room", Event("second"))
+
+    listening.deliver = deliver
+    listening.lost = lost
+    try:
+        listening.listen("room")
+        other.append("room", Event("old"))
+        redis.client().flushall()
+        other.append("room", Event("first"))
+        deadline = time.monotonic() + 10
+        while not came_back:
+            assert time.monotonic() < deadline, "the listener saw no new epoch"
+            time.sleep(0.01)
+        other.append("room", Event("third"))
+        assert done.wait(10), [r.event.data for r in delivered]
+        (high,) = came_back
+        # What the client that came back receives live, as a subscription
+        # checks it: each event follows the one before.
+        for record in [r for r in delivered if r.key > high]:
+            assert record.prev is not None and record.prev <= high, (record, high)
+            high = record.key
+    finally:
+        listening.close()
+        other.close()
+        redis.stop()
+
+
 def test_a_poll_of_many_channels_reads_about_what_it_answers() -> None:
     """A poll and a long-poll of 8 channels with 120 events of 4 KB stored on
     each answer ``POLL_BATCH`` events, the first in id order, and read from
@@ -448,4 +503,42 @@ def test_a_publish_error_tells_not_stored_from_outcome_unknown() -> None:
     finally:
         events.hub_for(app).backend.close()
         client.close()
+        redis.stop()
+
+
+def test_flushall_while_streams_are_open_ends_them_once_without_a_gap() -> None:
+    """Redis emptied while 8 streams on 2 gevent workers follow a channel a
+    process publishes to: each stream gets its reset (``epoch``) and then
+    every later event, and none ends as lagged after its reset.
+    """
+    redis = RedisServer().start()  # its own: it is emptied
+    config = {**redis_config(redis), "RETRY": 50}
+    server = Server("gevent", workers=2, config=config).start()
+    try:
+        followers = [
+            Follower(
+                server.url, "/stream/flush", 10_000, until=lambda e: e.data == "last"
+            )
+            for _ in range(8)
+        ]
+        for follower in followers:
+            assert follower.ready.wait(20)
+        before = finish(publisher(server, "flush", 10))
+        during = publisher(server, "flush", 60, 0.02)
+        deadline = time.monotonic() + 20
+        while min(len(f.received) for f in followers) < 15:
+            assert time.monotonic() < deadline, [len(f.received) for f in followers]
+            time.sleep(0.01)
+        redis.client().flushall()
+        published = before + finish(during)
+        published += server.publish("flush", "last")
+        for follower in followers:
+            got = follower.wait()
+            check_delivery(published, got)
+            resets = [e for e in got if e.event == "eventstream-reset"]
+            assert resets, "no reset after the store was emptied"
+            assert {json.loads(e.data)["reason"] for e in resets} <= {"epoch"}
+        assert "did not reach it" not in server.output()  # no stream lagged
+    finally:
+        server.stop()
         redis.stop()

@@ -45,6 +45,8 @@ class Recovery:
     seen: Key
     seen_stream: bytes | None
     lock: threading.Lock
+    #: Set while the listener delivers, or changes epoch (see the own module).
+    dispatching: bool
     channels: dict[bytes, str]
     cursors: dict[bytes, Key]
     control: bytes
@@ -149,14 +151,28 @@ class Recovery:
             epoch,
             self.epoch,
         )
-        self.lost(None, "epoch")
-        head = self.head()  # names an epoch if the store has none
+        # The new head first, then the streams end: a client that comes back
+        # (reset to a head of its own) once they ended read that head after
+        # this one, so every event after it reaches the client from here. The
+        # other way round, one that came back between the two reads started
+        # below this cursor, and the events in between, skipped here, ended
+        # it as lagged. Meanwhile this worker's publishers leave their events
+        # to the listener (see the own module): none reaches a stream of the
+        # old epoch before it ends.
         with self.lock:
-            self.epoch = head.epoch
-            self.seen = head.key
-            self.seen_stream = None
-            for key in self.cursors:
-                self.cursors[key] = head.key
+            self.dispatching = True
+        try:
+            head = self.head()  # names an epoch if the store has none
+            with self.lock:
+                self.epoch = head.epoch
+                self.seen = head.key
+                self.seen_stream = None
+                for key in self.cursors:
+                    self.cursors[key] = head.key
+            self.lost(None, "epoch")  # user code may run: no lock held
+        finally:
+            with self.lock:
+                self.dispatching = False
 
     def missed(self, stream: bytes, cursor: Key, first: Record) -> None:
         """Call :attr:`lost` if ``first`` does not follow the last entry the
