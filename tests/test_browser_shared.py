@@ -365,14 +365,23 @@ def test_a_tab_that_joins_later_gets_its_rewind(
     context.close()
 
 
+@pytest.fixture
+def small_polls() -> t.Iterator[Server]:
+    """Polls that answer two events at most: catching up takes pages."""
+    srv = Server("gevent", config={"RETRY": 300, "POLL_BATCH": 2}).start()
+    yield srv
+    srv.stop()
+
+
 def test_a_frozen_leader_hands_over_and_catches_up_when_it_resumes(
     browser: Browser,  # noqa: F811
-    server: Server,
+    small_polls: Server,
 ) -> None:
     """A frozen tab (or one kept in the back-forward cache) runs no code:
     it lets go of the connection when the browser says so (``freeze``,
-    ``pagehide``), and on ``resume`` gets what it missed.
+    ``pagehide``), and on ``resume`` gets what it missed, page by page.
     """
+    server = small_polls
     channel = f"tabs-{uuid.uuid4().hex[:6]}"
     pages = tabs(browser, server, "shared", channel)
     server.wait_for(lambda s: s["channels"].get(channel) == 1)
@@ -383,14 +392,14 @@ def test_a_frozen_leader_hands_over_and_catches_up_when_it_resumes(
     leader.evaluate("document.dispatchEvent(new Event('freeze'))")
     # It let go: whatever comes now is fetched by the next leader.
     assert leader.evaluate("window.source._release === null && !window.source._bus")
-    while_frozen = server.publish(channel, "while frozen {n}", count=3)
+    while_frozen = server.publish(channel, "while frozen {n}", count=7)
     for page in rest:
-        page.wait_for_function("window.received.length >= 5")
+        page.wait_for_function("window.received.length >= 9")
     assert len(leaders(rest)) == 1
     leader.evaluate("document.dispatchEvent(new Event('resume'))")
     after = server.publish(channel, "after {n}", count=2)
     for page in pages:
-        page.wait_for_function("window.received.length >= 7")
+        page.wait_for_function("window.received.length >= 11")
         assert [e["id"] for e in received(page)] == first + while_frozen + after
     assert server.stats()["channels"][channel] == 1
     leader.context.close()

@@ -255,13 +255,23 @@
       return this._releaseHeld();
     }
     this._syncing = true;
-    this._ask(true, round).then(function (answer) {
-      if (round !== self._round || !self._syncing) return;  // it leads now
-      if (answer.failed === undefined && (answer.scope || "") === self._scope) {
+    var pages = 0;
+    var next = function () {
+      self._ask(true, round).then(function (answer) {
+        if (round !== self._round || !self._syncing) return;  // it leads now
+        if (answer.failed !== undefined || (answer.scope || "") !== self._scope) {
+          return self._releaseHeld();
+        }
         self._catchUp(answer);
-      }
-      self._releaseHeld();
-    });
+        var reached = answer.events.some(function (item) { return item.id === id; });
+        // A poll answers a page: ask for the next until the leader's id.
+        if (answer.events.length && !reached && id !== self.lastEventId && ++pages < 100) {
+          return next();
+        }
+        self._releaseHeld();
+      });
+    };
+    next();
   };
 
   proto._releaseHeld = function () {
