@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .errors import PublishError
 from .hub import Hub
 from .settings import check_channel
 from .subscription import Subscription
@@ -24,7 +25,12 @@ class Extension(t.Protocol):
     def hub_for(self, app: t.Any = None) -> Hub: ...
 
     def publish(
-        self, channel: str, data: t.Any, *, event: str | None = None
+        self,
+        channel: str,
+        data: t.Any,
+        *,
+        event: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Event: ...
 
 
@@ -54,13 +60,24 @@ def _extension(*, shared: bool) -> Extension:
 @click.argument("channel")
 @click.argument("data")
 @click.option("--event", "event_type", default=None, help="The event type.")
-def publish_command(channel: str, data: str, event_type: str | None) -> None:
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Publish once: a repeat with this key on CHANNEL stores nothing.",
+)
+def publish_command(
+    channel: str, data: str, event_type: str | None, idempotency_key: str | None
+) -> None:
     """Publish DATA (sent as it is) on CHANNEL; print the event's id."""
     events = _extension(shared=True)
     try:
-        stored = events.publish(channel, data, event=event_type)
+        stored = events.publish(
+            channel, data, event=event_type, idempotency_key=idempotency_key
+        )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+    except PublishError as error:  # its message says whether to retry
+        raise click.ClickException(str(error)) from None
     click.echo(stored.id)
 
 

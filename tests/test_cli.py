@@ -157,3 +157,24 @@ def test_commands_that_need_a_shared_backend_say_so() -> None:
     result = run(server, "tail", "--url", "ftp://example", "x")
     assert result.returncode == 2
     assert "is not an http(s) URL" in result.stderr
+
+
+def test_publish_says_whether_the_event_was_stored(
+    redis_server: RedisServer,
+) -> None:
+    """With Redis out of reach, ``publish`` exits 1 with a message that says
+    nothing was stored, not a traceback; with an idempotency key, a second
+    run stores nothing more.
+    """
+    from conftest import free_port
+
+    down = Server(config={"BACKEND": f"redis://127.0.0.1:{free_port()}/0"})
+    failed = run(down, "publish", "orders", "paid", "--idempotency-key", "o-1")
+    assert failed.returncode == 1
+    assert "Nothing was stored" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr
+    up = Server(config=redis_config(redis_server))
+    first = run(up, "publish", "orders", "paid", "--idempotency-key", "o-1")
+    again = run(up, "publish", "orders", "paid", "--idempotency-key", "o-1")
+    assert first.returncode == again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout == again.stdout  # the same event, stored once
