@@ -392,3 +392,53 @@ def test_a_read_of_many_channels_reads_about_what_it_returns(
     backend.read_bytes = 1  # past the first event: at least one comes
     after = at(backend, everything[9][1])
     assert seen(backend.read(channels, after, 50)) == everything[10:11]
+
+
+@pytest.mark.redis
+def test_channels_named_like_library_keys_get_keys_of_their_own(
+    redis_server: RedisServer,
+) -> None:
+    """Every key the Redis backend writes for channels named like its own
+    keys (and with idempotency keys and presence) is of the kind
+    ``backends/redis/keys.py`` lists, and each channel keeps its own events.
+    """
+    from flask_eventstream.backends.base import Once
+    from flask_eventstream.backends.redis import RedisBackend
+
+    prefix = f"audit-{uuid.uuid4().hex[:6]}:"
+    backend = RedisBackend(redis_server.url, 10, prefix=prefix)
+    names = ["last-id", "epoch", "control", "stream", "once", "worker", "presence"]
+    try:
+        start = backend.head()
+        for name in names:
+            backend.append(name, Event(name), Once(name, 30))
+            backend.append(name, Event(name), Once(name, 30))  # a repeat
+        backend.close_channel("worker")
+        backend.report("host:1:ab", {"n": 1}, 30)
+        backend.presence_tick("host:1:ab", 5)
+        for name in names:
+            backend.presence_set("host:1:ab", name, {"m:x": 1}, False)
+        for name in names:
+            assert [r.event.data for r in backend.read([name], start, 10)] == [name]
+            assert backend.presence_read(name) == {"m:x": 1}
+        assert backend.head().key > start.key
+        client = redis_server.client()
+        kinds = {
+            key.decode()[len(prefix) :]: client.type(key).decode()
+            for key in client.scan_iter(match=f"{prefix}*")
+        }
+        expected = {"last-id": "string", "epoch": "string", "control": "stream"}
+        expected["worker:host:1:ab"] = "string"
+        expected["presence/workers"] = "zset"
+        expected["presence/worker/host:1:ab"] = "set"
+        for name in names:
+            expected[f"stream:{name}"] = "stream"
+            expected[f"once/{name}/{name}"] = "hash"
+            expected[f"presence/channel/{name}"] = "hash"
+            expected[f"presence/channel/{name}/host:1:ab"] = "hash"
+        # When close_channel is remembered for tokens: its own part too.
+        closed = {k: v for k, v in kinds.items() if k.startswith("closed/")}
+        assert set(closed.items()) <= {("closed/worker", "string")}
+        assert {k: v for k, v in kinds.items() if k not in closed} == expected
+    finally:
+        backend.close()
