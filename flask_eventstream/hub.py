@@ -20,6 +20,7 @@ from blinker import Signal
 from . import signals
 from .backends import create_backend
 from .bus import Bus
+from .errors import BackendUnavailable
 from .errors import PublishError
 from .monitor import Monitor
 from .monitor import REPORT_TTL
@@ -153,7 +154,13 @@ class Hub:
 
     def revocation_mark(self) -> int:
         """The revocations seen so far: take it before ``authorize`` runs."""
-        self.backend.follow_closes()
+        try:
+            self.backend.follow_closes()
+        except BackendUnavailable:
+            # A close may be missed: a stream that opens anyway (the backend
+            # came back) ends as revoked and passes authorize again. The
+            # backend's own errors come where the subscription reads.
+            return -1
         return self._revocations
 
     def revoked_since(self, mark: int, channels: t.Iterable[str]) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import time
 import typing as t
 from abc import ABC
 from abc import abstractmethod
@@ -16,6 +18,11 @@ from ..wire import Event
 #: worker about what its caller may send (a stream's page holds less, see
 #: the settings' ``REPLAY_BYTES``; a poll's answer is bounded by it).
 READ_BYTES = 8 * 1024 * 1024
+
+#: Seconds a :meth:`Backend.close_channel` is remembered: the longest a
+#: subscriber token may live (a token issued before the close admits the
+#: channel no more).
+CLOSED_KEPT = 30 * 24 * 3600
 
 
 def within(records: t.Sequence[Record], limit: int, max_bytes: int) -> list[Record]:
@@ -76,6 +83,8 @@ class Backend(ABC):
         self.lost = _nowhere2
         # channel -> member -> connections (the in-process presence).
         self._present: dict[str, dict[str, int]] = {}
+        # channel -> when it was last closed, the oldest first.
+        self._closed: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     @abstractmethod
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
@@ -125,9 +134,30 @@ class Backend(ABC):
 
     def close_channel(self, channel: str) -> None:
         """End the live streams of ``channel`` on every worker this backend
-        reaches (here: this one), through :attr:`revoke`.
+        reaches (here: this one), through :attr:`revoke`, and remember when
+        (see :meth:`closed_at`).
         """
+        now = time.time()
+        closed = self._closed
+        closed[channel] = now
+        closed.move_to_end(channel)
+        while next(iter(closed.values())) < now - CLOSED_KEPT:
+            closed.popitem(last=False)  # no token issued before it lives on
         self.revoke(channel)
+
+    def closed_at(self, channels: t.Sequence[str]) -> dict[str, float]:
+        """When each of ``channels`` that was closed in the last
+        :data:`CLOSED_KEPT` seconds was last closed (Unix time): a subscriber
+        token issued before that admits it no more.
+        """
+        closed = self._closed
+        return {channel: closed[channel] for channel in channels if channel in closed}
+
+    def follow_closes(self) -> None:  # noqa: B027 - optional hook
+        """From now on, hear every :meth:`close_channel` (through
+        :attr:`revoke`), whichever worker calls it: called before
+        ``authorize`` runs, so a close while it runs is not missed.
+        """
 
     def listen(self, channel: str) -> None:  # noqa: B027 - optional hook
         """A subscriber of ``channel`` is on this worker's bus and is about to

@@ -41,8 +41,9 @@ def open_subscription(
     subscribe (see :func:`admit`): with its token's expiry, its member as
     ``identifier`` names it, and how far it rewinds.
     """
-    # Before authorize: a revocation while it runs ends the subscription.
-    mark = hub.revocation_mark()
+    # Before authorize: a revocation while it runs ends the subscription. A
+    # poll answers at once and never joins the bus: it follows nothing.
+    mark = -1 if short_poll() else hub.revocation_mark()
     in_request = has_request_context()
     grant = request_grant(hub.backend) if in_request else None
     granted = grant.channels if grant is not None else frozenset()

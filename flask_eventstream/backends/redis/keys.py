@@ -14,6 +14,8 @@ key                                type        what
 ``control``                        stream      ``close_channel`` entries
 ``stream:<channel>``               stream      a channel's history
 ``once/<channel>/<key>``           hash        an idempotency key (expires)
+``closed/<channel>``               string      when ``close_channel`` last
+                                               closed it, for tokens (expires)
 ``worker:<worker>``                string      a worker's figures (expires)
 ``presence/workers``               zset        workers, by when their entries
                                                expire (expires)

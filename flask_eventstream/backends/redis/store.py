@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import typing as t
 
 import redis
@@ -30,6 +31,7 @@ from ...ids import now_ms
 from ...ids import Record
 from ...wire import Event
 from ..base import Backend
+from ..base import CLOSED_KEPT
 from ..base import Once
 from .batch import Batcher
 from .batch import NotSent
@@ -172,10 +174,32 @@ class RedisBackend(RedisPresence, Backend):
 
     def close_channel(self, channel: str) -> None:
         try:
+            # Tokens first: a client the close ends cannot come back with one.
+            self.redis.set(
+                self._closed_key(channel),
+                repr(time.time()),
+                px=int(CLOSED_KEPT * 1000),
+            )
             self._store(self._control, (100, self.ttl), Event(channel))
         except redis.RedisError as error:
             what = f"the entry that closes channel {channel!r}"
             raise publish_error(error, what) from error
+
+    def closed_at(self, channels: t.Sequence[str]) -> dict[str, float]:
+        if not channels:
+            return {}
+        try:
+            found = self.redis.mget([self._closed_key(c) for c in channels])
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
+        return {
+            channel: float(at)
+            for channel, at in zip(channels, found, strict=True)
+            if at is not None
+        }
+
+    def _closed_key(self, channel: str) -> str:
+        return f"{self.prefix}closed/{channel}"
 
     def head(self) -> Cursor:
         # Thousands of clients may connect at once (after a deploy), more
@@ -311,6 +335,11 @@ class RedisBackend(RedisPresence, Backend):
         # events between the two would reach no one: so a subscription whose
         # channel is still being set up by another one waits for it.
         self._listener.listen(self._key(channel).encode(), channel)
+
+    def follow_closes(self) -> None:
+        # The listener reads the control stream from its first listen on:
+        # a subscription's authorize runs before that.
+        self._listener.listen(self._control, "")
 
     def unlisten(self, channel: str) -> None:
         self._listener.unlisten(self._key(channel).encode())
