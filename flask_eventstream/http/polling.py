@@ -58,9 +58,14 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     # answer (a long-poll's answer comes within its timeout), where presence
     # is on. Taken after the read, as a stream's: the client's position is
     # before its own join.
-    hub.presence.poll(sub.channels, sub.member, timeout + hub.settings.poll_timeout)
-    # Asked by a shared browser tab: whom it may share a connection with.
-    scope = subscriber_scope(sub.member) if "scope" in request.args else None
+    # A shared tab asking whom it may share a connection with (scope=ask)
+    # subscribes to nothing yet: it is not counted (a closed tab stayed
+    # online for a poll timeout).
+    asked = request.args.get("scope")
+    if asked != "ask":
+        lease = timeout + hub.settings.poll_timeout
+        hub.presence.poll(sub.channels, sub.member, lease)
+    scope = subscriber_scope(sub.member) if asked is not None else None
     if longpoll:
         gen = _longpoll_body(sub, options, timeout, records, announce, scope)
         body: t.Iterable[bytes] = LongPoll(hub, sub, gen)

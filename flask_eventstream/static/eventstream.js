@@ -384,7 +384,7 @@
     return this._connectUrl(false).then(function (url) {
       if (!withCursor) url.searchParams.delete("lastEventId");
       url.searchParams.set("transport", "poll");
-      url.searchParams.set("scope", "1");
+      url.searchParams.set("scope", "ask");  // not a subscriber yet: not present
       var abort = new AbortController();
       self._abort = abort;
       return fetch(url.href, {
