@@ -26,7 +26,9 @@ from flask_eventstream import EventStream
 
 app = Flask(__name__)
 # Sessions carry each visitor's name. Set a real SECRET_KEY outside a demo.
-app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "chat demo only")
+app.config["SECRET_KEY"] = os.environ.get(
+    "SECRET_KEY", "chat demo only: set SECRET_KEY outside it"
+)
 app.config["EVENTSTREAM_BACKEND"] = "redis://127.0.0.1:6379/0"
 # The room announces who joins and leaves.
 app.config["EVENTSTREAM_NAMESPACES"] = {"room": {"presence": True}}

@@ -26,7 +26,9 @@ from flask_eventstream import EventStream
 
 app = Flask(__name__)
 # Tokens are signed with it. Set a real SECRET_KEY outside a demo.
-app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY", "widget demo only")
+app.config["SECRET_KEY"] = os.environ.get(
+    "SECRET_KEY", "widget demo only: set SECRET_KEY outside it"
+)
 app.config["WIDGET_ORIGIN"] = "http://localhost:8000"
 app.config["WIDGET_STREAMS"] = "http://127.0.0.1:8000"
 app.config.from_prefixed_env()  # FLASK_WIDGET_ORIGIN=... overrides
