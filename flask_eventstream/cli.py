@@ -11,6 +11,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from .errors import PublishError
+from .figures import Snapshot
 from .hub import Hub
 from .settings import check_channel
 from .subscription import Subscription
@@ -23,6 +24,8 @@ class Extension(t.Protocol):
     """
 
     def hub_for(self, app: t.Any = None) -> Hub: ...
+
+    def snapshot(self, app: t.Any = None, *, everywhere: bool = False) -> Snapshot: ...
 
     def publish(
         self,
@@ -174,8 +177,8 @@ def stats_command() -> None:
     streams).
     """
     events = _extension(shared=True)
-    backend = events.hub_for().backend
-    workers = backend.reports()
+    snapshot = events.snapshot(everywhere=True)
+    workers = snapshot["workers"] or []
     channels: dict[str, int] = {}
     counters: dict[str, int] = {}
     for report in workers:
@@ -188,7 +191,7 @@ def stats_command() -> None:
         "connections": sum(report["connections"] for report in workers),
         "channels": dict(sorted(channels.items())),
         "counters": counters,
-        "history": backend.history_sizes(),
+        "history": snapshot["history"],
         "per_worker": workers,
     }
     click.echo(json.dumps(figures, indent=2))

@@ -35,7 +35,8 @@ except ImportError as error:  # pragma: no cover - said, not hidden
         "flask_eventstream.client needs httpx: pip install 'flask-eventstream[client]'"
     ) from error
 
-from .errors import EventStreamError
+from .errors import EventTooLarge
+from .errors import StreamRefused
 from .ids import RESET_EVENT
 from .wire import Event
 from .wire import Parser
@@ -50,6 +51,8 @@ DEFAULT_RETRY = 3000
 #: hot loop, and a huge value must neither stop the client for good nor
 #: overflow a timer.
 MIN_RETRY = 100
+#: The upper bound, in milliseconds, of any reconnection delay (see
+#: :data:`MIN_RETRY`).
 MAX_RETRY = 300_000
 
 #: The longest delay, in milliseconds, that back-off grows to after
@@ -71,36 +74,6 @@ HEALTHY_AFTER = 30.0
 RETRYABLE = frozenset({408, 429})
 
 
-class StreamRefused(EventStreamError):
-    """The stream cannot be read and reconnecting would not help: the server
-    refused it with a 4xx status, or answered ``200`` with something other
-    than ``text/event-stream`` (a login page a redirect led to, say).
-    :attr:`status` is the status, :attr:`message` the server's reason (the
-    start of its answer) or what was wrong with it.
-    """
-
-    def __init__(self, url: str, status: int, message: str) -> None:
-        super().__init__(f"{url} answered {status}: {message}")
-        self.status = status
-        self.message = message
-
-
-class EventTooLarge(StreamRefused):
-    """A line, or the data of one event, passed the client's
-    ``max_event_bytes`` (:attr:`limit`). The stream is left: reading on
-    would drop that event silently, and reconnecting would get it again.
-    """
-
-    def __init__(self, url: str, limit: int) -> None:
-        super().__init__(
-            url,
-            200,
-            f"a line or an event passed {limit} bytes (raise max_event_bytes"
-            " if the server sends events that large)",
-        )
-        self.limit = limit
-
-
 class EventSource:
     """The events of the stream at ``url``, as an iterator that reconnects.
 
@@ -114,8 +87,8 @@ class EventSource:
     milliseconds, doubled (with jitter, up to :data:`MAX_BACKOFF`) for each
     connection in a row that fails or brings no event; a line or an event
     larger than ``max_event_bytes`` ends the iteration with
-    :class:`EventTooLarge`; any field value is read as a browser reads it,
-    never raised on.
+    :exc:`~flask_eventstream.EventTooLarge`; any field value is read as a
+    browser reads it, never raised on.
 
     An ``eventstream-reset`` event (:data:`RESET_EVENT`) says the server could
     not resume after the last id: events were lost, so what the client built
@@ -130,11 +103,11 @@ class EventSource:
     :param max_event_bytes: the longest line, and the most data one event
         may carry, in bytes (default :data:`MAX_EVENT_BYTES`, 8 MiB): what
         the client holds in memory for a stream.
-    :raises StreamRefused: while iterating, on a 4xx answer other than 408
-        and 429 (403 for a refused or expired token, 404, 400), or a 200
-        that is not ``text/event-stream``.
-    :raises EventTooLarge: while iterating, when a line or an event passes
-        ``max_event_bytes``.
+    :raises ~flask_eventstream.StreamRefused: while iterating, on a 4xx
+        answer other than 408 and 429 (403 for a refused or expired token,
+        404, 400), or a 200 that is not ``text/event-stream``.
+    :raises ~flask_eventstream.EventTooLarge: while iterating, when a line
+        or an event passes ``max_event_bytes``.
     """
 
     def __init__(

@@ -6,10 +6,14 @@
      ├── PublishError              the event may not have been published
      │    ├── PublishNotStored     it was not stored: retrying cannot duplicate it
      │    └── PublishOutcomeUnknown  sent, no answer: it may have been stored
-     └── BackendUnavailable        the backend could not be read (history, cursor)
+     ├── BackendUnavailable        the backend could not be read (history, cursor)
+     └── StreamRefused             the Python client: a stream it cannot read
+          └── EventTooLarge        a line or an event passed its max_event_bytes
 
 Invalid input raises ``ValueError`` (at ``publish``) or an HTTP error with a
-message (400, 403, 503 at an endpoint); those are not listed here.
+message (400, 403, 503 at an endpoint); those are not listed here. Every
+class here is exported by :mod:`flask_eventstream`; the two of the client
+also by :mod:`flask_eventstream.client`, which raises them.
 """
 
 from __future__ import annotations
@@ -54,3 +58,48 @@ class BackendUnavailable(EventStreamError):
     A stream answers it with a ``retry:`` hint and ends, so the client comes
     back; a poll answers 503 with ``Retry-After``.
     """
+
+
+class StreamRefused(EventStreamError):
+    """The stream cannot be read and reconnecting would not help: the server
+    refused it with a 4xx status, or answered ``200`` with something other
+    than ``text/event-stream`` (a login page a redirect led to, say).
+    Raised by :class:`flask_eventstream.client.EventSource`.
+
+    .. attribute:: status
+        :type: int
+
+        The HTTP status of the answer.
+
+    .. attribute:: message
+        :type: str
+
+        The server's reason (the start of its answer), or what was wrong
+        with it.
+    """
+
+    def __init__(self, url: str, status: int, message: str) -> None:
+        super().__init__(f"{url} answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class EventTooLarge(StreamRefused):
+    """A line, or the data of one event, passed the client's
+    ``max_event_bytes`` (:attr:`limit`). The stream is left: reading on
+    would drop that event silently, and reconnecting would get it again.
+
+    .. attribute:: limit
+        :type: int
+
+        The client's ``max_event_bytes``.
+    """
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(
+            url,
+            200,
+            f"a line or an event passed {limit} bytes (raise max_event_bytes"
+            " if the server sends events that large)",
+        )
+        self.limit = limit

@@ -15,6 +15,10 @@ from . import signals
 from .backends.base import Once
 from .cli import eventstream_cli
 from .errors import PublishError
+from .figures import Presence
+from .figures import Snapshot
+from .figures import Stats
+from .figures import WorkerReport
 from .http import blueprint
 from .http import check_secret
 from .http import make_token
@@ -83,7 +87,11 @@ class EventStream:
         app.wsgi_app = capture_start_response(app.wsgi_app)  # type: ignore[method-assign, assignment]
 
     def hub_for(self, app: Flask | None = None) -> Hub:
-        """Return the live parts of ``app`` in this worker: its backend, bus,
+        """Internal, for this package's HTTP layer and CLI: not part of the
+        public API, and it may change in any release. Read figures with
+        :meth:`snapshot` instead.
+
+        Return the live parts of ``app`` in this worker: its backend, bus,
         monitor and figures.
 
         :param app: default: the current app, or outside an app context (a
@@ -96,6 +104,8 @@ class EventStream:
             app = self._app()
         try:
             return self._hubs[app]
+
+        :meta private:
         except KeyError:
             raise RuntimeError(
                 "The current Flask app is not registered with this 'EventStream'"
@@ -137,7 +147,8 @@ class EventStream:
         when it serves several, push the app's context first
         (``with app.app_context():``).
 
-        :param channel: the channel name (see :data:`CHANNEL_PATTERN`).
+        :param channel: the channel name: 1 to 128 letters, digits and
+            ``_ . : -`` (see :doc:`/publishing`).
         :param data: a ``str`` is sent as it is; anything else is serialised
             with the app's JSON provider (``app.json``).
         :param event: the event type, or ``None`` for a plain ``message``.
@@ -304,13 +315,13 @@ class EventStream:
         self._identify = fn
         return fn
 
-    def presence(self, channel: str) -> dict[str, t.Any]:
-        """Return who is subscribed to ``channel``: ``{"count": connections,
-        "members": {member: connections}}``, where each open stream counts
-        one, and a client that polls counts one for a poll timeout. On every
-        worker and host with Redis (a member is gone within two heartbeats
-        of its last stream closing, even if its worker was killed); in this
-        process with the memory backend.
+    def presence(self, channel: str) -> Presence:
+        """Return who is subscribed to ``channel``: a :class:`Presence`,
+        ``{"count": connections, "members": {member: connections}}``, where
+        each open stream counts one, and a client that polls counts one for
+        a poll timeout. On every worker and host with Redis (a member is gone
+        within two heartbeats of its last stream closing, even if its worker
+        was killed); in this process with the memory backend.
 
         :raises ValueError: for an invalid channel name.
         :raises BackendUnavailable: if Redis cannot be read.
@@ -328,14 +339,56 @@ class EventStream:
 
     # -- figures ----------------------------------------------------------
 
-    def stats(self) -> dict[str, t.Any]:
-        """Return this worker's figures: open subscriptions, subscribers per
-        channel, counters since start, and the backend's own.
+    def stats(self) -> Stats:
+        """Return this worker's figures (a :class:`Stats`): open
+        subscriptions, subscribers per channel, counters since start, and the
+        backend's own.
         """
-        hub = self.hub_for()
-        return {
-            "connections": hub.connections,
-            "channels": hub.bus.subscribers(),
-            "counters": dict(hub.counters),
-            **hub.backend.stats(),
+        taken = self.snapshot()
+        own = taken["worker"]
+        stats = {
+            "connections": own["connections"],
+            "channels": own["channels"],
+            "counters": own["counters"],
+            **taken["backend"],
         }
+        return t.cast(Stats, stats)  # the backend's keys are typed in Stats
+
+    def snapshot(
+        self, app: Flask | None = None, *, everywhere: bool = False
+    ) -> Snapshot:
+        """Return a copy of ``app``'s figures (a :class:`Snapshot`), taken
+        at once: this worker's connections, channels and counters, and the
+        backend's own. Changing it changes nothing here. The Prometheus
+        exporter (:mod:`flask_eventstream.metrics`) and ``flask eventstream
+        stats`` read it.
+
+        :param app: default: the current app, or outside an app context the
+            one app this instance was registered on.
+        :param everywhere: also read, from the backend, the latest report of
+            every worker (Redis: of every host) and the stored events per
+            channel. That is I/O: leave it off where the figures are read
+            often (a scrape).
+        :raises RuntimeError: if ``app`` is not registered with this
+            instance, or none is current and it serves several.
+
+        .. versionadded:: 0.1
+        """
+        hub = self.hub_for(app)
+        figures = hub.figures()
+        snapshot: Snapshot = {
+            "worker": {
+                "worker": figures["worker"],
+                "connections": figures["connections"],
+                "channels": dict(figures["channels"]),
+                "counters": dict(figures["counters"]),
+            },
+            "backend": dict(hub.backend.stats()),
+            "workers": None,
+            "history": None,
+        }
+        if everywhere:
+            reports = hub.backend.reports()
+            snapshot["workers"] = t.cast(list[WorkerReport], reports)  # as reported
+            snapshot["history"] = hub.backend.history_sizes()
+        return snapshot

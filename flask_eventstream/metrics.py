@@ -7,7 +7,8 @@
 and expose the registry as usual (``prometheus_client.make_wsgi_app()``, or
 your own ``/metrics`` view).
 
-In one process the figures are read from :meth:`EventStream.stats` at each
+In one process the figures are read from
+:meth:`EventStream.snapshot <flask_eventstream.EventStream.snapshot>` at each
 scrape. Under gunicorn with several workers, use prometheus_client's
 multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before gunicorn starts,
 :class:`prometheus_client.multiprocess.MultiProcessCollector` in the scrape
@@ -61,7 +62,8 @@ _HELP = {
 
 
 class PrometheusMetrics:
-    """Expose an :class:`EventStream`'s figures to Prometheus.
+    """Expose an :class:`~flask_eventstream.EventStream`'s figures to
+    Prometheus.
 
     :param events: the extension.
     :param app: the app it is registered on.
@@ -87,7 +89,8 @@ class PrometheusMetrics:
                 "PrometheusMetrics needs prometheus_client:"
                 " pip install 'flask-eventstream[metrics]'"
             )
-        self._hub = events.hub_for(app)
+        self._events = events
+        self._app = app
         self.prefix = prefix
         #: Seconds a channel without subscribers keeps its series at 0 in
         #: multiprocess mode before it is dropped.
@@ -103,23 +106,23 @@ class PrometheusMetrics:
 
     def collect(self) -> t.Iterator[t.Any]:
         """Yield the current figures (the collector protocol)."""
-        state = self._hub
+        figures = self._events.snapshot(self._app)["worker"]
         yield GaugeMetricFamily(
             f"{self.prefix}_connections",
             "Open subscriptions (streams and waiting long-polls).",
-            value=state.connections,
+            value=figures["connections"],
         )
         channels = GaugeMetricFamily(
             f"{self.prefix}_channel_subscribers",
             _CHANNELS_HELP,
             labels=["channel"],
         )
-        for channel, count in sorted(state.bus.subscribers().items()):
+        for channel, count in sorted(figures["channels"].items()):
             channels.add_metric([channel], count)
         yield channels
         for name in COUNTERS:
             yield CounterMetricFamily(
-                f"{self.prefix}_{name}", _HELP[name], value=state.counters[name]
+                f"{self.prefix}_{name}", _HELP[name], value=figures["counters"][name]
             )
 
     def describe(self) -> list[t.Any]:
@@ -145,10 +148,14 @@ class PrometheusMetrics:
         self._synced = dict.fromkeys(COUNTERS, 0)
         #: channel -> when it last had a subscriber here
         self._last_seen: dict[str, float] = {}
-        self._hub.reporters.append(self.sync)
+        # The worker's monitor pushes its figures while it holds streams: a
+        # hook of the package's internals, not a read.
+        self._events.hub_for(self._app).reporters.append(self.sync)
 
-    def sync(self, figures: dict[str, t.Any]) -> None:
-        """Write ``figures`` (from the worker's monitor) to the shared files."""
+    def sync(self, figures: t.Mapping[str, t.Any]) -> None:
+        """Write ``figures`` (a :class:`~flask_eventstream.WorkerReport`, from
+        the worker's monitor) to the shared files.
+        """
         self._connections.set(figures["connections"])
         self._write_channels(figures["channels"])
         for name in COUNTERS:

@@ -25,6 +25,7 @@ import threading
 import time
 import typing as t
 
+from . import figures
 from .backends import Backend
 from .errors import BackendUnavailable
 from .settings import Settings
@@ -160,7 +161,7 @@ class Presence:
 
     # -- reading ----------------------------------------------------------
 
-    def read(self, channel: str) -> dict[str, t.Any]:
+    def read(self, channel: str) -> figures.Presence:
         """``{"count": connections, "members": {member: connections}}`` of
         ``channel`` in every worker the backend reaches.
 

@@ -15,6 +15,8 @@ from conftest import Server
 from conftest import TESTS
 from test_redis import redis_config
 
+from flask_eventstream import WorkerReport
+
 pytestmark = pytest.mark.redis
 
 
@@ -140,6 +142,8 @@ def test_stats_counts_every_worker(cluster: Server) -> None:
         assert figures["workers"] == 2
         assert figures["connections"] >= 12
         assert figures["history"]["counted"] == 3
+        for report in figures["per_worker"]:
+            assert set(report) == set(WorkerReport.__annotations__), report
         reported = [w["worker"].split(":")[1] for w in figures["per_worker"]]
         assert sorted(reported) == sorted(pids)
         assert figures["counters"]["published"] >= 3

@@ -18,6 +18,9 @@ from prometheus_client import generate_latest
 from test_redis import redis_config
 
 from flask_eventstream import EventStream
+from flask_eventstream import Presence
+from flask_eventstream import Stats
+from flask_eventstream import WorkerReport
 from flask_eventstream.metrics import PrometheusMetrics
 from flask_eventstream.testing import iter_events
 
@@ -123,3 +126,43 @@ def test_a_channel_without_subscribers_loses_its_series(
     text = generate_latest(scraped).decode()
     assert sample(text, series) is None
     assert sample(text, 'eventstream_channel_subscribers{channel="user.8"}') == 1
+
+
+def test_the_snapshot_is_a_copy_of_the_figures_the_exporter_reads(
+    app: Flask, events: EventStream
+) -> None:
+    client = add_views(app, events)
+    with client.get("/sub/watched", buffered=False) as rv:
+        got = iter_events(rv, timeout=5)
+        with app.app_context():
+            events.publish("watched", "0")
+            events.publish("watched", "1")
+        assert [next(got).data for _ in range(2)] == ["0", "1"]
+        taken = events.snapshot(app)
+        own = taken["worker"]
+        assert set(own) == set(WorkerReport.__annotations__)
+        assert own["connections"] == 1
+        assert own["channels"] == {"watched": 1}
+        assert own["counters"]["published"] == 2
+        assert taken["backend"]["backend"] == "memory"
+        assert taken["workers"] is None and taken["history"] is None
+        # A copy: changing it changes nothing the extension holds.
+        own["channels"]["watched"] = 99
+        own["counters"]["published"] = 99
+        taken["backend"]["history"] = {}
+        stats = events.stats()
+        assert stats["channels"] == {"watched": 1}
+        assert stats["counters"]["published"] == 2
+        assert stats["history"] == {"watched": 2}
+        assert set(stats) <= set(Stats.__annotations__)
+        # The memory backend shares no worker reports; it counts its history.
+        everywhere = events.snapshot(app, everywhere=True)
+        assert everywhere["workers"] == []
+        assert everywhere["history"] == {"watched": 2}
+
+
+def test_presence_has_the_keys_its_type_names(app: Flask, events: EventStream) -> None:
+    with app.app_context():
+        found = events.presence("room")
+    assert set(found) == set(Presence.__annotations__)
+    assert found == {"count": 0, "members": {}}
