@@ -219,7 +219,9 @@ class Parser:
         self._data_bytes = 0
         self._type = ""
         self._id_buffer = last_event_id
+        #: The stream's last event id, as a browser keeps it for a reconnect.
         self.last_event_id = last_event_id
+        #: The last ``retry:`` value (milliseconds), or ``None`` if none came.
         self.retry: int | None = None
 
     def feed(self, chunk: bytes) -> list[Event]:

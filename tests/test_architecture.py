@@ -5,6 +5,7 @@ scripts/test) do not check.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,94 @@ def test_each_module_says_what_it_owns(path: Path) -> None:
     source = path.read_text()
     docstring = ast.get_docstring(ast.parse(source))
     assert docstring, f"{_name(path)} has no docstring saying what it owns"
+
+
+API_PAGE = PACKAGE.parent / "docs" / "api.rst"
+
+#: The modules a user may import: the public line, also drawn in the package
+#: docstring and at the top of the API page.
+PUBLIC_MODULES = {
+    "flask_eventstream",
+    "flask_eventstream.signals",
+    "flask_eventstream.testing",
+    "flask_eventstream.client",
+    "flask_eventstream.metrics",
+    "flask_eventstream.gunicorn",
+}
+
+
+def _api_page() -> tuple[set[str], set[str]]:
+    """The names the API page documents in ``flask_eventstream`` itself, and
+    the modules whose members it documents.
+    """
+    names, modules = set(), set()
+    current = ""
+    directive = re.compile(r"^\.\. (\w+)::\s*(\S+?)(?:\(.*\))?\s*$", re.M)
+    for kind, target in directive.findall(API_PAGE.read_text()):
+        if kind in ("module", "currentmodule"):
+            current = target
+        elif kind == "automodule":
+            modules.add(target)
+            current = target
+        elif kind.startswith("auto"):
+            full = (
+                target
+                if target.startswith("flask_eventstream")
+                else f"{current}.{target}"
+            )
+            module, _, name = full.rpartition(".")
+            modules.add(module)
+            if module == "flask_eventstream":
+                names.add(name)
+    return names, modules
+
+
+def test_the_package_exports_exactly_what_the_api_page_lists() -> None:
+    import flask_eventstream
+
+    documented, _ = _api_page()
+    exported = set(flask_eventstream.__all__) - {"signals"}  # a module: its own section
+    assert exported == documented, (
+        f"exported, not on the API page: {sorted(exported - documented)};"
+        f" on the API page, not exported: {sorted(documented - exported)}"
+    )
+    for name in flask_eventstream.__all__:
+        assert not name.startswith("_"), name
+        assert hasattr(flask_eventstream, name), name
+
+
+def test_the_api_page_documents_only_public_modules() -> None:
+    _, modules = _api_page()
+    internal = {
+        m
+        for m in modules
+        if m not in PUBLIC_MODULES and m != "flask_eventstream.errors"
+    }
+    # errors: only its docstring (the exception tree), under :no-index:; the
+    # classes are documented as flask_eventstream's.
+    assert not internal, f"the API page documents internal modules: {internal}"
+    assert modules >= PUBLIC_MODULES, PUBLIC_MODULES - modules
+
+
+def test_the_public_line_is_drawn_where_a_user_looks() -> None:
+    import flask_eventstream
+
+    docstring = flask_eventstream.__doc__ or ""
+    page = API_PAGE.read_text()
+    for module in PUBLIC_MODULES - {"flask_eventstream"}:
+        assert f":mod:`{module}`" in docstring, module
+        assert f":mod:`{module}`" in page, module
+
+
+def test_every_exception_a_user_can_meet_is_exported() -> None:
+    import flask_eventstream
+    from flask_eventstream import errors
+
+    raised = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    }
+    assert raised <= set(flask_eventstream.__all__), raised - set(
+        flask_eventstream.__all__
+    )
