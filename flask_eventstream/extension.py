@@ -99,13 +99,13 @@ class EventStream:
             registered on.
         :raises RuntimeError: if ``app`` is not registered with this
             instance, or none is current and it serves several.
+
+        :meta private:
         """
         if app is None:
             app = self._app()
         try:
             return self._hubs[app]
-
-        :meta private:
         except KeyError:
             raise RuntimeError(
                 "The current Flask app is not registered with this 'EventStream'"
