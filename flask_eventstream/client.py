@@ -212,7 +212,15 @@ class EventSource:
         """
         # The id as UTF-8, as a browser sends it (httpx would take a str
         # header for ASCII and raise on an id with an accent).
-        headers = httpx.Headers({"Accept": "text/event-stream", **self.headers})
+        # Identity: an event stream is not compressed, and a compressed one
+        # would be inflated past max_event_bytes before the parser bounds it.
+        headers = httpx.Headers(
+            {
+                "Accept": "text/event-stream",
+                "Accept-Encoding": "identity",
+                **self.headers,
+            }
+        )
         raw = list(headers.raw)
         if self.last_event_id:
             raw.append((b"Last-Event-ID", self.last_event_id.encode("utf-8")))
@@ -227,7 +235,7 @@ class EventSource:
                     self._closed.set()
                     return None
                 kind = response.headers.get("content-type", "")
-                if status == 200 and kind.startswith("text/event-stream"):
+                if status == 200 and kind.lower().startswith("text/event-stream"):
                     parser = Parser(self.last_event_id, self.max_event_bytes)
                     for chunk in response.iter_bytes():
                         try:
@@ -265,8 +273,8 @@ class EventSource:
                     raise StreamRefused(self.url, status, _reason(message))
                 else:
                     hint = _retry_after(response)
-        except httpx.TransportError:
-            pass  # dropped, refused or silent too long: reconnect
+        except (httpx.TransportError, httpx.DecodingError):
+            pass  # dropped, refused, silent too long or garbled: reconnect
         except httpx.StreamClosed:
             pass  # closed from another thread
         finally:

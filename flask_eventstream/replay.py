@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from .backends.base import within
 from .hub import Hub
 from .ids import Cursor
 from .ids import CursorProblem
@@ -84,7 +85,9 @@ class Replay:
         return self._read(limit)
 
     def _rewind_page(self, limit: int) -> list[Record]:
-        page, self._rewound = self._rewound[:limit], self._rewound[limit:]
+        # Bounded in bytes as a read is: a poll's answer holds about a read.
+        page = within(self._rewound, limit, self.hub.backend.read_bytes)
+        self._rewound = self._rewound[len(page) :]
         self.more = bool(self._rewound)
         self.hub.count("replayed", len(page))
         return page

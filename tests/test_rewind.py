@@ -130,3 +130,22 @@ def test_a_rewind_past_what_is_stored_sends_everything_stored(
             timeout=10,
         ).json()
         assert [e["id"] for e in answer["events"]] == ids
+
+
+def test_a_polled_rewind_is_bounded_in_bytes_and_loses_nothing(server: Server) -> None:
+    """24 events of 400 KB (9.6 MB): a poll's rewind answers about a read's
+    8 MiB, and the next poll brings the rest.
+    """
+    ids = server.publish("heavy", "x" * 400_000 + "{n}", count=24)
+    url = f"{server.url}/stream/heavy"
+    first = httpx.get(url, params={"transport": "poll", "rewind": "24"}, timeout=30)
+    answer = first.json()
+    got = [e["id"] for e in answer["events"]]
+    assert 0 < len(got) < 24
+    assert sum(len(e["data"]) for e in answer["events"][1:]) < 8 * 1024 * 1024
+    rest = httpx.get(
+        url,
+        params={"transport": "poll", "lastEventId": answer["lastEventId"]},
+        timeout=30,
+    ).json()
+    assert got + [e["id"] for e in rest["events"]] == ids

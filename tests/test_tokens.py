@@ -307,3 +307,22 @@ def test_a_token_client_that_reconnects_after_a_revoke_is_refused(
         assert "private-after-revoke" not in again.text
     finally:
         srv.stop()
+
+
+def test_a_token_request_while_redis_is_down_is_a_pause_not_a_500() -> None:
+    """Checking a token reads Redis: when it is down, a stream gets the
+    pause every stream gets (200, a retry hint), a poll a 503 with a reason.
+    """
+    redis = RedisServer().start()
+    app = make_app("k" * 32, redis=redis.url)
+    signed = token(app, "room.3")
+    redis.stop()
+    client = app.test_client()
+    for url in ("/events/room.3", "/mine/room.3"):
+        answer = poll(app, f"{url}?token={signed}")
+        assert answer.status_code == 503, said(answer)
+        assert "Events cannot be read now" in said(answer)
+        assert answer.headers["Retry-After"] == "2"
+        with client.get(f"{url}?token={signed}") as streamed:
+            assert streamed.status_code == 200
+            assert b": the backend is unavailable" in streamed.data

@@ -116,14 +116,13 @@ def request_token() -> str | None:
     header), without its prefix; ``None`` for none, or one that is not this
     library's.
     """
-    raw = request.args.get("token")
-    if raw is None:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            raw = value.strip()
-    if raw is None or not raw.startswith(PREFIX):
-        return None
-    return raw[len(PREFIX) :]
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    bearer = value.strip() if scheme.lower() == "bearer" else None
+    # The first of the two that is ours: the other may be the app's own.
+    for raw in (request.args.get("token"), bearer):
+        if raw is not None and raw.startswith(PREFIX):
+            return raw[len(PREFIX) :]
+    return None
 
 
 def request_grant(backend: Backend) -> Grant | None:
