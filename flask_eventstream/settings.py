@@ -31,10 +31,6 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_SEND_TIMEOUT": 30.0,
     "EVENTSTREAM_SEND_BUFFER": None,
     "EVENTSTREAM_HISTORY_CHANNELS": 10000,
-    "EVENTSTREAM_REDIS_POOL_SIZE": 4,
-    "EVENTSTREAM_REDIS_TIMEOUT": 5.0,
-    "EVENTSTREAM_REDIS_BATCH_TIMEOUT": 10.0,
-    "EVENTSTREAM_REDIS_IDLE_CHECK": 5.0,
     "EVENTSTREAM_DIRECT_WRITES": True,
     "EVENTSTREAM_IDEMPOTENCY_WINDOW": 300.0,
     "EVENTSTREAM_NAMESPACES": None,
@@ -171,30 +167,6 @@ class Settings:
         self.history: int = _positive(config, "EVENTSTREAM_HISTORY", int)
         self.history_ttl: float | None = _optional(
             config, "EVENTSTREAM_HISTORY_TTL", float
-#: The most connections ``EVENTSTREAM_REDIS_POOL_SIZE`` gives a worker.
-MAX_REDIS_POOL = 1000
-
-
-def _redis_pool(config: t.Mapping[str, t.Any], key: str) -> int:
-    value = config[key]
-    if type(value) is not int or not 1 <= value <= MAX_REDIS_POOL:
-        raise ValueError(
-            f"{key} must be a whole number from 1 to {MAX_REDIS_POOL}, not {value!r}."
-        )
-    return value
-
-
-def _seconds(config: t.Mapping[str, t.Any], key: str) -> float:
-    value = config[key]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < float("inf")
-    ):
-        raise ValueError(f"{key} must be a positive number of seconds, not {value!r}.")
-    return float(value)
-
-
         )
         self.history_channels: int = _positive(
             config, "EVENTSTREAM_HISTORY_CHANNELS", int
@@ -268,11 +240,3 @@ def _seconds(config: t.Mapping[str, t.Any], key: str) -> float:
         """The events kept of ``channel``, and for how long (for backends)."""
         found = self.channel(channel)
         return found.history, found.history_ttl
-        #: Redis only: the pooled connections of a worker, and the seconds a
-        #: caller waits for one and for its answer.
-        self.redis_pool_size = _redis_pool(config, "EVENTSTREAM_REDIS_POOL_SIZE")
-        self.redis_timeout = _seconds(config, "EVENTSTREAM_REDIS_TIMEOUT")
-        #: Redis only: seconds a publish waits for its pipeline and answer.
-        self.redis_batch_timeout = _seconds(config, "EVENTSTREAM_REDIS_BATCH_TIMEOUT")
-        #: Redis only: seconds of silence before the listener checks the store.
-        self.redis_idle_check = _seconds(config, "EVENTSTREAM_REDIS_IDLE_CHECK")
