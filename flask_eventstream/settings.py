@@ -27,6 +27,10 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_CORS_CREDENTIALS": False,
     "EVENTSTREAM_HISTORY_TTL": None,
     "EVENTSTREAM_REDIS_PREFIX": "eventstream:",
+    "EVENTSTREAM_REDIS_POOL_SIZE": 4,
+    "EVENTSTREAM_REDIS_TIMEOUT": 5.0,
+    "EVENTSTREAM_REDIS_BATCH_TIMEOUT": 10.0,
+    "EVENTSTREAM_REDIS_IDLE_CHECK": 5.0,
     "EVENTSTREAM_MAX_LIFETIME": None,
     "EVENTSTREAM_SEND_TIMEOUT": 30.0,
     "EVENTSTREAM_SEND_BUFFER": None,
@@ -101,6 +105,30 @@ def _optional(
     return None if config[key] is None else _positive(config, key, kind, where)
 
 
+#: The most connections ``EVENTSTREAM_REDIS_POOL_SIZE`` gives a worker.
+MAX_REDIS_POOL = 1000
+
+
+def _redis_pool(config: t.Mapping[str, t.Any], key: str) -> int:
+    value = config[key]
+    if type(value) is not int or not 1 <= value <= MAX_REDIS_POOL:
+        raise ValueError(
+            f"{key} must be a whole number from 1 to {MAX_REDIS_POOL}, not {value!r}."
+        )
+    return value
+
+
+def _seconds(config: t.Mapping[str, t.Any], key: str) -> float:
+    value = config[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value < float("inf")
+    ):
+        raise ValueError(f"{key} must be a positive number of seconds, not {value!r}.")
+    return float(value)
+
+
 class ChannelSettings(t.NamedTuple):
     """What applies to one channel: its namespace's settings, else the app's."""
 
@@ -172,6 +200,14 @@ class Settings:
             config, "EVENTSTREAM_HISTORY_CHANNELS", int
         )
         self.redis_prefix: str = config["EVENTSTREAM_REDIS_PREFIX"]
+        #: Redis only: the pooled connections of a worker, and the seconds a
+        #: caller waits for one and for its answer.
+        self.redis_pool_size = _redis_pool(config, "EVENTSTREAM_REDIS_POOL_SIZE")
+        self.redis_timeout = _seconds(config, "EVENTSTREAM_REDIS_TIMEOUT")
+        #: Redis only: seconds a publish waits for its pipeline and answer.
+        self.redis_batch_timeout = _seconds(config, "EVENTSTREAM_REDIS_BATCH_TIMEOUT")
+        #: Redis only: seconds of silence before the listener checks the store.
+        self.redis_idle_check = _seconds(config, "EVENTSTREAM_REDIS_IDLE_CHECK")
         self.heartbeat: float = _positive(config, "EVENTSTREAM_HEARTBEAT", float)
         self.queue_size: int = _positive(config, "EVENTSTREAM_QUEUE_SIZE", int)
         self.max_connections: int = _positive(
