@@ -19,6 +19,7 @@ from blinker import Signal
 
 from . import signals
 from .backends import create_backend
+from .backends import Sink
 from .bus import Bus
 from .errors import BackendUnavailable
 from .errors import PublishError
@@ -85,11 +86,13 @@ class Hub:
             ttl=settings.history_ttl,
             prefix=settings.redis_prefix,
             channels=settings.history_channels,
+            sink=Sink(self.bus.deliver, self.revoke, self.lose),
+            retention=settings.retention,
+            pool_size=settings.redis_pool_size,
+            timeout=settings.redis_timeout,
+            batch_timeout=settings.redis_batch_timeout,
+            idle_check=settings.redis_idle_check,
         )
-        self.backend.retention = settings.retention
-        self.backend.deliver = self.bus.deliver
-        self.backend.revoke = self.revoke
-        self.backend.lost = self.lose
         # Revocations seen by this worker, numbered, so that a subscription
         # whose authorize ran meanwhile can tell (see revoked_since).
         self._revocations = 0

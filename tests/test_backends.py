@@ -16,6 +16,8 @@ from flask_eventstream.backends import CursorProblem
 from flask_eventstream.backends import MemoryBackend
 from flask_eventstream.backends import Record
 from flask_eventstream.backends import Run
+from flask_eventstream.backends import Sink
+from flask_eventstream.backends.base import NOWHERE
 from flask_eventstream.ids import Cursor
 from flask_eventstream.ids import format_id
 
@@ -38,6 +40,14 @@ class Collector:
                 raise AssertionError(f"{len(self.records)} of {count} delivered")
             return list(self.records)
 
+    def sink(self) -> Sink:
+        """A sink that delivers here (and drops revocations and losses)."""
+        return NOWHERE._replace(deliver=self)
+
+
+#: Makes a backend of the parametrized kind: history, and a sink.
+MakeBackend = t.Callable[..., Backend]
+
 
 @pytest.fixture(params=["memory", "redis"])
 def make_backend(
@@ -45,17 +55,17 @@ def make_backend(
 ) -> t.Iterator[t.Callable[[int], Backend]]:
     made: list[Backend] = []
 
-    def make(history: int = 100) -> Backend:
+    def make(history: int = 100, sink: Sink = NOWHERE) -> Backend:
         backend: Backend
         if request.param == "memory":
-            backend = MemoryBackend(history)
+            backend = MemoryBackend(history, sink=sink)
         else:
             from flask_eventstream.backends.redis import RedisBackend
 
             redis_server: RedisServer = request.getfixturevalue("redis_server")
             # A prefix of its own: tests share the session's redis-server.
             prefix = f"test-{uuid.uuid4().hex[:8]}:"
-            backend = RedisBackend(redis_server.url, history, prefix=prefix)
+            backend = RedisBackend(redis_server.url, history, prefix=prefix, sink=sink)
         made.append(backend)
         return backend
 
@@ -131,11 +141,10 @@ def test_future_cursor_is_unknown(make_backend: t.Callable[[int], Backend]) -> N
 
 
 def test_events_are_delivered_in_order(
-    make_backend: t.Callable[[int], Backend],
+    make_backend: MakeBackend,
 ) -> None:
-    backend = make_backend(1000)
     collector = Collector()
-    backend.deliver = collector
+    backend = make_backend(1000, collector.sink())
     backend.listen("d1")
     backend.listen("d2")
     sent = [backend.append(f"d{1 + n % 2}", Event(str(n))).key for n in range(300)]
@@ -145,11 +154,10 @@ def test_events_are_delivered_in_order(
 
 
 def test_publishes_from_threads_are_delivered_in_id_order(
-    make_backend: t.Callable[[int], Backend],
+    make_backend: MakeBackend,
 ) -> None:
-    backend = make_backend(1000)
     collector = Collector()
-    backend.deliver = collector
+    backend = make_backend(1000, collector.sink())
     backend.listen("p")
 
     def publish() -> None:
@@ -202,9 +210,8 @@ def test_redis_over_a_unix_socket(tmp_path: t.Any) -> None:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        backend = create_backend(f"unix://{path}", 10)
         collector = Collector()
-        backend.deliver = collector
+        backend = create_backend(f"unix://{path}", 10, sink=collector.sink())
         for _ in range(100):  # a file appears: nothing to wait on but a poll
             if path.exists():
                 break
@@ -230,11 +237,10 @@ def test_redis_listen_returns_once_redis_confirms_the_channel(
     from flask_eventstream.backends.redis import RedisBackend
 
     prefix = f"setup-{uuid.uuid4().hex[:8]}:"
-    backend = RedisBackend(redis_server.url, 10, prefix=prefix)
     collector = Collector()
-    backend.deliver = collector
+    backend = RedisBackend(redis_server.url, 10, prefix=prefix, sink=collector.sink())
     entered, gate = threading.Event(), threading.Event()
-    real_head = backend.head
+    real_head = backend.store.head
 
     def held_head() -> t.Any:
         if not entered.is_set():
@@ -242,7 +248,7 @@ def test_redis_listen_returns_once_redis_confirms_the_channel(
             gate.wait(5)
         return real_head()
 
-    backend.head = held_head  # type: ignore[method-assign]
+    backend.store.head = held_head  # type: ignore[method-assign]
     first = threading.Thread(target=backend.listen, args=("c",))
     first.start()
     try:

@@ -16,7 +16,11 @@ from conftest import RedisServer
 from conftest import Server
 
 from flask_eventstream import Event
+from flask_eventstream.backends.redis.keys import Keys
+from flask_eventstream.backends.redis.scripts import Append
+from flask_eventstream.backends.redis.scripts import append_reply
 from flask_eventstream.backends.redis.scripts import APPEND_SCRIPT
+from flask_eventstream.ids import format_id
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["direct", "off"])
@@ -103,13 +107,26 @@ def test_a_burst_the_redis_listener_reads_at_once_is_one_write(
         server.wait_for(lambda stats: stats["channels"].get("burst") == 1)
         client = redis_server.client()
         append = client.register_script(APPEND_SCRIPT)
-        keys = [f"{prefix}stream:burst", f"{prefix}last-id", f"{prefix}epoch"]
-        keys.append(f"{prefix}once:")
+        keys = Keys(prefix)
         with client.pipeline(transaction=True) as pipe:
             for n in range(5):
-                args = [100, 0, "", f"b{n}\nsecond line", "0-0", "unused", 0]
-                append(keys=keys, args=args, client=pipe)
-            ids = [f"{r[0].decode()}-{r[1].decode()}" for r in pipe.execute()]
+                call = Append(
+                    stream=keys.stream("burst"),
+                    last_key=keys.last_id,
+                    epoch_key=keys.epoch,
+                    once_key="",
+                    maxlen=100,
+                    ttl_ms=0,
+                    event="",
+                    data=f"b{n}\nsecond line",
+                    known_key="0-0",
+                    new_epoch="unused",
+                    window_ms=0,
+                    known_epoch="",
+                )
+                append(keys=call.keys(), args=call.argv(), client=pipe)
+            replies = [append_reply(reply) for reply in pipe.execute()]
+        ids = [format_id(reply.key, reply.epoch) for reply in replies]
         events = [Event(f"b{n}\nsecond line", id=i).encode() for n, i in enumerate(ids)]
         expected = chunk(b"".join(events))
         assert raw.read_raw(len(expected)) == expected

@@ -64,7 +64,7 @@ def test_own_events_arrive_with_the_listener_deaf_and_never_past_anothers(
     sub = subscribe(app, events, "room")
     first = publish(app, events, "room", "first")
     assert received(sub, 1) == [(first, "first")]
-    listener = events.hub_for(app).backend._listener  # type: ignore[attr-defined]
+    listener = events.hub_for(app).backend.listener  # type: ignore[attr-defined]
     # The worker's pub/sub messages are lost from here on (as when Redis
     # drops a slow subscriber): only the publisher can deliver.
     monkeypatch.setattr(listener, "handle", lambda replies: None)
@@ -138,12 +138,12 @@ def test_a_listened_channel_keeps_no_setup_state(redis_server: RedisServer) -> N
     collector), and the channel still gets its events.
     """
     (app, events), (other, other_events) = workers(redis_server, 2)
-    listener = events.hub_for(app).backend._listener  # type: ignore[attr-defined]
+    listener = events.hub_for(app).backend.listener  # type: ignore[attr-defined]
     channels = [f"setup-{n}" for n in range(20)]
     subs = [subscribe(app, events, channel) for channel in channels]
     try:
         assert listener.confirmed == {}
-        assert len(listener.cursors) == len(channels) + 1  # and the control stream
+        assert len(listener.state.cursors) == len(channels) + 1  # and control
         ids = [publish(other, other_events, channel, channel) for channel in channels]
         for sub, channel, id_ in zip(subs, channels, ids, strict=True):
             assert received(sub, 1) == [(id_, channel)]
@@ -151,7 +151,7 @@ def test_a_listened_channel_keeps_no_setup_state(redis_server: RedisServer) -> N
         for sub in subs:
             sub.close()
     assert listener.confirmed == {}
-    assert list(listener.cursors) == [listener.control]  # unlistened
+    assert list(listener.state.cursors) == [listener.state.control]  # unlistened
 
 
 def test_a_check_of_the_store_that_races_an_own_publish_resets_nothing(
@@ -167,9 +167,10 @@ def test_a_check_of_the_store_that_races_an_own_publish_resets_nothing(
     sub = subscribe(app, events, "quiet")
     first = publish(app, events, "quiet", "first")
     assert received(sub, 1) == [(first, "first")]
-    listener = events.hub_for(app).backend._listener  # type: ignore[attr-defined]
-    epoch = listener.epoch
-    read = listener.client.mget
+    backend = events.hub_for(app).backend
+    state, recovery = backend.state, backend.recovery  # type: ignore[attr-defined]
+    epoch = state.epoch
+    read = recovery.client.mget
     between: list[str] = []
 
     def read_then_publish(*keys: t.Any) -> t.Any:
@@ -179,7 +180,7 @@ def test_a_check_of_the_store_that_races_an_own_publish_resets_nothing(
             between[0] = publish(app, events, "quiet", "between")
         return found
 
-    monkeypatch.setattr(listener.client, "mget", read_then_publish)
-    listener.check_store()
-    assert between and listener.epoch == epoch
+    monkeypatch.setattr(recovery.client, "mget", read_then_publish)
+    recovery.check_store()
+    assert between and state.epoch == epoch
     assert received(sub, 1) == [(between[0], "between")]

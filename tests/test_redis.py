@@ -376,12 +376,12 @@ def test_a_client_back_while_the_listener_changes_epoch_misses_nothing() -> None
     listener moved on, must still reach it: its next event follows what it
     got, so it does not end as lagged.
     """
+    from flask_eventstream.backends import Sink
     from flask_eventstream.backends.redis import RedisBackend
     from flask_eventstream.ids import Record
     from flask_eventstream.ids import Run
 
     redis = RedisServer().start()  # its own: it is emptied
-    listening = RedisBackend(redis.url, 100, prefix="ep:")
     other = RedisBackend(redis.url, 100, prefix="ep:")  # another process
     delivered: list[Record] = []
     came_back: list[tuple[int, int]] = []
@@ -398,8 +398,8 @@ def test_a_client_back_while_the_listener_changes_epoch_misses_nothing() -> None
         came_back.append(listening.head().key)
         other.append("room", Event("second"))
 
-    listening.deliver = deliver
-    listening.lost = lost
+    sink = Sink(deliver, lambda channel: None, lost)
+    listening = RedisBackend(redis.url, 100, prefix="ep:", sink=sink)
     try:
         listening.listen("room")
         other.append("room", Event("old"))

@@ -52,35 +52,67 @@ Revoke = t.Callable[[str], None]
 #: of any channel, or a control message) for this worker, with why: the
 #: streams concerned end, and their clients resume or get a reset.
 Lost = t.Callable[[str | None, str], None]
+#: Returns how many events of a channel to keep, and for how long (seconds,
+#: or ``None``).
+Retention = t.Callable[[str], tuple[int, float | None]]
+
+
+class Sink(t.NamedTuple):
+    """Where a backend hands what reaches this worker; given to the backend
+    when it is made (the hub's is its bus and its revoke and lose methods).
+    """
+
+    #: Every event that reaches this worker, in id order, in runs of one or
+    #: more events of one channel.
+    deliver: Deliver
+    #: The channel of each :meth:`Backend.close_channel`, on every worker.
+    revoke: Revoke
+    #: A channel (``None``: every channel) whose events or control messages
+    #: this worker may have missed, and why: a backend never skips silently.
+    lost: Lost
+
+
+def _nowhere(_: object) -> None:
+    return None
+
+
+def _nowhere2(_: object, __: object) -> None:
+    return None
+
+
+#: The sink of a backend that only publishes (a script, a task worker):
+#: nothing of what reaches it is used.
+NOWHERE = Sink(_nowhere, _nowhere, _nowhere2)
 
 
 class Backend(ABC):
-    """Stores events with ids and history, and delivers them to this worker.
+    """Stores events with ids and history, and delivers them to this worker
+    through its :class:`Sink`.
 
-    The extension sets :attr:`deliver` before the first publish; a backend
-    calls it with every event that reaches this worker, in id order, in runs
-    of one or more events of one channel. It calls :attr:`revoke` on every
-    worker for each :meth:`close_channel`, and :attr:`lost` where it finds
-    it missed events or control messages (it never skips them silently).
+    :param history: events kept per channel.
+    :param ttl: seconds a channel's history is kept after its last event
+        (``None``: kept).
+    :param sink: where the events that reach this worker go, and its
+        revocations and losses.
+    :param retention: how many events of a channel to keep, and for how
+        long; by default ``history`` and ``ttl`` for every channel.
     """
 
-    deliver: Deliver
-    revoke: Revoke
-    lost: Lost
-
-    def __init__(self, history: int, ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        history: int,
+        ttl: float | None = None,
+        sink: Sink = NOWHERE,
+        retention: Retention | None = None,
+    ) -> None:
         self.history = history
+        #: See :class:`Sink`.
+        self.sink = sink
         #: Returns how many events of a channel to keep, and for how long
-        #: (seconds, or ``None``); the extension sets it for namespaces.
-        self.retention: t.Callable[[str], tuple[int, float | None]] = lambda _: (
-            history,
-            ttl,
-        )
+        #: (seconds, or ``None``); the extension's follows its namespaces.
+        self.retention: Retention = retention or (lambda _: (history, ttl))
         #: See :data:`READ_BYTES`.
         self.read_bytes = READ_BYTES
-        self.deliver = _nowhere
-        self.revoke = _nowhere
-        self.lost = _nowhere2
         # channel -> member -> connections (the in-process presence).
         self._present: dict[str, dict[str, int]] = {}
         # channel -> when it was last closed, the oldest first.
@@ -134,8 +166,8 @@ class Backend(ABC):
 
     def close_channel(self, channel: str) -> None:
         """End the live streams of ``channel`` on every worker this backend
-        reaches (here: this one), through :attr:`revoke`, and remember when
-        (see :meth:`closed_at`).
+        reaches (here: this one), through its sink's ``revoke``, and remember
+        when (see :meth:`closed_at`).
         """
         now = time.time()
         closed = self._closed
@@ -143,7 +175,7 @@ class Backend(ABC):
         closed.move_to_end(channel)
         while next(iter(closed.values())) < now - CLOSED_KEPT:
             closed.popitem(last=False)  # no token issued before it lives on
-        self.revoke(channel)
+        self.sink.revoke(channel)
 
     def closed_at(self, channels: t.Sequence[str]) -> dict[str, float]:
         """When each of ``channels`` that was closed in the last
@@ -154,8 +186,8 @@ class Backend(ABC):
         return {channel: closed[channel] for channel in channels if channel in closed}
 
     def follow_closes(self) -> None:  # noqa: B027 - optional hook
-        """From now on, hear every :meth:`close_channel` (through
-        :attr:`revoke`), whichever worker calls it: called before
+        """From now on, hear every :meth:`close_channel` (through the
+        sink's ``revoke``), whichever worker calls it: called before
         ``authorize`` runs, so a close while it runs is not missed.
         """
 
@@ -232,11 +264,3 @@ class Backend(ABC):
     def presence_read(self, channel: str) -> dict[str, int]:
         """Return every member's connections of ``channel``, all workers'."""
         return dict(self._present.get(channel, {}))
-
-
-def _nowhere(_: object) -> None:
-    return None
-
-
-def _nowhere2(_: object, __: object) -> None:
-    return None

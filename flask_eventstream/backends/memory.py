@@ -24,7 +24,10 @@ from ..ids import Record
 from ..ids import Run
 from ..wire import Event
 from .base import Backend
+from .base import NOWHERE
 from .base import Once
+from .base import Retention
+from .base import Sink
 from .base import within
 
 #: Idempotency keys kept at most (the oldest go first beyond it).
@@ -49,10 +52,20 @@ class MemoryBackend(Backend):
         (``EVENTSTREAM_HISTORY_CHANNELS``); publishing to one more forgets the
         history of the one published to least recently, so memory stays
         bounded however many channel names a site invents.
+    :param sink: where this process's events go (see :class:`.Sink`).
+    :param retention: how many events of a channel to keep (see
+        :class:`.Backend`).
     """
 
-    def __init__(self, history: int, *, channels: int = 10000) -> None:
-        super().__init__(history)
+    def __init__(
+        self,
+        history: int,
+        *,
+        channels: int = 10000,
+        sink: Sink = NOWHERE,
+        retention: Retention | None = None,
+    ) -> None:
+        super().__init__(history, sink=sink, retention=retention)
         self.max_channels = channels
         # Held while an id is assigned and the event stored and queued for
         # delivery; nothing inside waits, switches or calls out.
@@ -154,7 +167,7 @@ class MemoryBackend(Backend):
                     outbox.clear()
                 for channel, group in itertools.groupby(runs, key=_channel_of):
                     records = [r for run in group for r in run.records]
-                    self.deliver(Run(channel, records))
+                    self.sink.deliver(Run(channel, records))
         except BaseException:
             # The events are stored; hand the rest to the next publisher
             # rather than leave them queued for ever.

@@ -22,6 +22,11 @@ import typing as t
 import redis
 from redis.commands.core import Script
 
+from .scripts import Append
+from .scripts import append_reply
+from .scripts import Appended
+from .scripts import Repeated
+
 logger = logging.getLogger("flask_eventstream")
 
 
@@ -35,18 +40,16 @@ class NotSent(redis.ConnectionError):
 class Sent(t.NamedTuple):
     """One call of a pipeline that succeeded."""
 
-    keys: list[t.Any]
-    args: list[t.Any]
-    reply: t.Any
+    call: Append
+    reply: Appended | Repeated
 
 
 class _Call:
-    __slots__ = ("keys", "args", "reply", "error", "finished", "lead", "wake")
+    __slots__ = ("append", "reply", "error", "finished", "lead", "wake")
 
-    def __init__(self, keys: list[t.Any], args: list[t.Any]) -> None:
-        self.keys = keys
-        self.args = args
-        self.reply: t.Any = None
+    def __init__(self, append: Append) -> None:
+        self.append = append
+        self.reply: Appended | Repeated | None = None
         self.error: BaseException | None = None
         #: Its pipeline came back: :attr:`reply` or :attr:`error` is set.
         self.finished = False
@@ -57,7 +60,7 @@ class _Call:
 
 
 class Batcher:
-    """Runs ``script`` for concurrent callers, a pipeline at a time.
+    """Runs the append script for concurrent callers, a pipeline at a time.
 
     :param timeout: the most seconds a caller waits for its turn and its
         pipeline (the connection's own timeouts come first).
@@ -81,12 +84,11 @@ class Batcher:
         self._waiting: list[_Call] = []
         self._sending = False
 
-    def __call__(self, keys: list[t.Any], args: list[t.Any]) -> t.Any:
-        """Run the script with ``keys`` and ``args``; return its reply or
-        raise its :class:`redis.RedisError`: :class:`NotSent` if it never
-        reached Redis.
+    def __call__(self, append: Append) -> Appended | Repeated:
+        """Run the script with ``append``; return its reply or raise its
+        :class:`redis.RedisError`: :class:`NotSent` if it never reached Redis.
         """
-        call = _Call(keys, args)
+        call = _Call(append)
         with self._lock:
             self._waiting.append(call)
             if not self._sending:
@@ -111,6 +113,7 @@ class Batcher:
                 call.wake.clear()  # then look: what set it was set before
         if call.error is not None:
             raise call.error
+        assert call.reply is not None  # finished without an error
         return call.reply
 
     def _send_next(self) -> None:
@@ -133,7 +136,11 @@ class Batcher:
                 else:
                     self._sending = False
         if self._sent is not None:
-            done = [Sent(c.keys, c.args, c.reply) for c in batch if c.error is None]
+            done = [
+                Sent(c.append, c.reply)
+                for c in batch
+                if c.error is None and c.reply is not None
+            ]
             # Let the callers answer first: under gevent, publishers get their
             # responses and send the next publishes while this one delivers,
             # and those go in the next pipeline together: longer runs, fewer
@@ -161,7 +168,8 @@ class Batcher:
             with self._client.pipeline(transaction=False) as pipe:
                 pipe.connection, held = held, None  # the pipeline releases it
                 for call in batch:
-                    pipe.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+                    keys = call.append.keys()
+                    pipe.evalsha(script.sha, len(keys), *keys, *call.append.argv())
                 replies = pipe.execute(raise_on_error=False)
                 if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
                     # Redis forgot the script (a restart, SCRIPT FLUSH): it
@@ -173,7 +181,8 @@ class Batcher:
                     ]
                     text = str(script.script)
                     for call in again:
-                        pipe.eval(text, len(call.keys), *call.keys, *call.args)
+                        keys = call.append.keys()
+                        pipe.eval(text, len(keys), *keys, *call.append.argv())
                     found = iter(pipe.execute(raise_on_error=False))
                     replies = [
                         next(found)
@@ -191,5 +200,8 @@ class Batcher:
         for call, reply in zip(batch, replies, strict=True):
             if isinstance(reply, BaseException):
                 call.error = reply
-            else:
-                call.reply = reply
+                continue
+            try:
+                call.reply = append_reply(reply)
+            except Exception as error:  # a bug: the caller hears of it
+                call.error = error

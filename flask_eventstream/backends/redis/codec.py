@@ -40,34 +40,3 @@ class Entry(t.NamedTuple):
 
     stream: bytes
     record: Record
-
-
-def parse_message(stream: bytes, channel: str, payload: bytes) -> tuple[Entry, str]:
-    """Read a message of the append script: the entry and its store's epoch."""
-    raw_id, raw_prev, raw_epoch, type_, data = payload.split(b"\n", 4)
-    key = key_of(raw_id)
-    epoch = raw_epoch.decode()
-    event = Event(data.decode(), type_.decode() or None, format_id(key, epoch))
-    return Entry(stream, Record(channel, key, event, key_of(raw_prev))), epoch
-
-
-class Appended(t.NamedTuple):
-    """What one call of the append script stored: the new key, the store's
-    epoch, the key before it in the shared sequence and on its channel.
-    """
-
-    key: Key
-    epoch: str
-    before: Key
-    prev: Key
-
-
-def appended(reply: t.Sequence[t.Any]) -> Appended | None:
-    """Read the append script's reply; ``None`` for a repeat of an earlier
-    publish (its idempotency key), which stored nothing.
-    """
-    if len(reply) != 4:
-        return None
-    return Appended(
-        key_of(reply[0]), reply[1].decode(), key_of(reply[2]), key_of(reply[3])
-    )

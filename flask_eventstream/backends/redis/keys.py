@@ -27,8 +27,8 @@ key                                type        what
 
 The pub/sub channels are named like the streams they announce. A worker's
 name is ``host:pid:hex``, a hostname holds no ``/``. The store names its
-keys where it uses them (see :mod:`.store`); the presence scripts take
-theirs from the parts below.
+keys with :class:`Keys`; the presence scripts take theirs from the parts
+below.
 """
 
 from __future__ import annotations
@@ -38,3 +38,32 @@ from __future__ import annotations
 PRESENCE_WORKERS = "presence/workers"
 PRESENCE_WORKER = "presence/worker/"
 PRESENCE_CHANNEL = "presence/channel/"
+
+
+class Keys:
+    """The names of the store's keys under ``prefix`` (see the table above)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.last_id = f"{prefix}last-id"
+        self.epoch = f"{prefix}epoch"
+        #: Also the pub/sub channel the listener reads its entries from.
+        self.control = f"{prefix}control".encode()
+
+    def stream(self, channel: str) -> str:
+        """A channel's history (and the pub/sub channel of its entries)."""
+        return f"{self.prefix}stream:{channel}"
+
+    def once(self, channel: str, key: str) -> str:
+        """An idempotency key's record: ``/`` is in no channel name, so no
+        two (channel, key) pairs share a name.
+        """
+        return f"{self.prefix}once/{channel}/{key}"
+
+    def closed(self, channel: str) -> str:
+        """When ``close_channel`` last closed ``channel``."""
+        return f"{self.prefix}closed/{channel}"
+
+    def worker(self, name: str) -> str:
+        """A worker's figures; ``*`` matches every worker's."""
+        return f"{self.prefix}worker:{name}"

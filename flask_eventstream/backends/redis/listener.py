@@ -5,7 +5,10 @@ order.
 The append script publishes each entry as it stores it, so a listener costs
 nothing per channel it listens to, only per event it receives: a worker with
 10,000 quiet channels reads no more than one with ten. While the connection
-lives, no message is missed; what it does when it breaks is :mod:`.recovery`.
+lives, no message is missed; what it does when it breaks is :mod:`.recovery`,
+which it is given, as it is given the store (for the head) and the worker's
+sink; where its channels stand is the :class:`.ListenerState` it shares with
+:mod:`.own`.
 
 The listener is supervised: an error reading Redis is retried with a capped
 back-off, and an error anywhere else (a bug, or whatever the worker's
@@ -25,80 +28,60 @@ from operator import itemgetter
 import redis
 
 from ...errors import BackendUnavailable
-from ...ids import Cursor
 from ...ids import Key
 from ...ids import Record
 from ...ids import Run
+from ..base import Sink
 from .codec import Entry
-from .codec import parse_message
-from .own import OwnEvents
 from .recovery import COUNT
 from .recovery import Recovery
+from .scripts import parse_message
+from .state import ListenerState
+from .store import Store
 
 logger = logging.getLogger("flask_eventstream")
 
 #: Seconds without a message before the listener checks the store's epoch and
-#: that its connection still answers (a PING).
+#: that its connection still answers (a PING), unless told otherwise
+#: (``EVENTSTREAM_REDIS_IDLE_CHECK``).
 IDLE = 5.0
 MAX_BACKOFF = 5.0
 #: Longest wait for Redis to confirm a subscription.
 SETUP_TIMEOUT = 10.0
 
 
-class Listener(Recovery, OwnEvents):
+class Listener:
     """Receives the events of this worker's channels and control messages.
 
     :param connection: the listener's own connection, not yet connected.
-    :param client: the backend's pooled client, for catch-up reads.
-    :param control: the control stream's key.
-    :param keys: the store's last-id and epoch keys.
-    :param head: returns the newest id assigned.
-    :param renew: called with the epoch, the newest key this listener saw,
-        and whether to name a new epoch even if the store's newest key is
-        not below it (it lost that entry): returns the epoch after.
-    :param deliver: called with each run of a channel's events.
-    :param revoke: called with the channel of each control entry.
-    :param lost: called with a channel (``None``: every channel) whose
-        events or control messages this worker may have missed, and why.
+    :param state: where this worker's events stand (shared with its own
+        events' shortcut).
+    :param store: the store, for the head a new channel starts from.
+    :param recovery: the checks of the store and the catch-up after a gap.
+    :param sink: the worker's: each run of a channel's events goes to its
+        ``deliver``, the channel of each control entry to its ``revoke``.
+    :param idle: seconds without a message before the store and the
+        connection are checked.
     """
 
     def __init__(
         self,
         connection: redis.Connection,
-        client: redis.Redis,
-        control: bytes,
-        keys: tuple[str, str],
-        head: t.Callable[[], Cursor],
-        renew: t.Callable[[str, Key, bool], str],
-        deliver: t.Callable[[Run], None],
-        revoke: t.Callable[[str], None],
-        lost: t.Callable[[str | None, str], None],
+        state: ListenerState,
+        store: Store,
+        recovery: Recovery,
+        sink: Sink,
+        idle: float = IDLE,
     ) -> None:
         self.connection = connection
-        self.client = client
-        self.control = control
-        self.last_key, self.epoch_key = keys
-        self.head = head
-        self.renew = renew
-        self.deliver = deliver
-        self.revoke = revoke
-        self.lost = lost
-        #: The store's epoch, as the listener last read it.
-        self.epoch: str | None = None
-        #: The newest key received: a store whose newest is below lost writes.
-        self.seen: Key = (0, 0)
-        #: The stream of that entry (``None``: not an entry, a head read).
-        self.seen_stream: bytes | None = None
-        self.lock = threading.Lock()
-        self.delivering = threading.Lock()
-        self.dispatching = False
+        self.state = state
+        self.store = store
+        self.recovery = recovery
+        self.sink = sink
+        self.idle = idle
         #: Sends on the connection (subscriptions come from request threads).
         self.sending = threading.Lock()
         self.connected = False
-        #: stream key -> channel, for every stream subscribed or to be
-        self.channels: dict[bytes, str] = {}
-        #: stream key -> the key after which its events reach the worker
-        self.cursors: dict[bytes, Key] = {}
         #: stream key -> set when Redis confirms the subscription
         self.confirmed: dict[bytes, threading.Event] = {}
         self.thread: threading.Thread | None = None
@@ -106,31 +89,23 @@ class Listener(Recovery, OwnEvents):
         #: Connection attempts failed in a row.
         self.failures = 0
 
-    def cursor(self, key: bytes) -> Cursor | None:
-        """Where this worker's live events of stream ``key`` begin, if known."""
-        with self.lock:
-            cursor = self.cursors.get(key)
-            epoch = self.epoch
-        if cursor is None or epoch is None:
-            return None
-        return Cursor(cursor, epoch)
-
     def listen(self, key: bytes, channel: str) -> None:
         """Receive stream ``key`` (of ``channel``) from a point no later than
         now: see :meth:`RedisBackend.listen`.
         """
         # What Redis is told changes with the state, in the same order: an
         # UNSUBSCRIBE sent after a later SUBSCRIBE would silence the channel.
+        state = self.state
         with self.sending:
-            with self.lock:
-                if key in self.cursors:
+            with state.lock:
+                if key in state.cursors:
                     return
                 ready = self.confirmed.get(key)
                 owner = ready is None
                 if ready is None:
                     ready = self.confirmed[key] = threading.Event()
-                    self.channels[key] = channel
-                    self.channels.setdefault(self.control, "")
+                    state.channels[key] = channel
+                    state.channels.setdefault(state.control, "")
                 if self.thread is None:
                     self.thread = threading.Thread(
                         target=self.run, name="eventstream-listener", daemon=True
@@ -141,30 +116,31 @@ class Listener(Recovery, OwnEvents):
         try:
             # Whatever is published once Redis confirms reaches this worker.
             timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
-            if not ready.wait(timeout) or key not in self.channels:
+            if not ready.wait(timeout) or key not in state.channels:
                 raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
             if owner:
-                head = self.head()
-                with self.lock:
-                    if self.epoch is None:
-                        self.epoch = head.epoch
-                    if key in self.channels:
-                        self.cursors.setdefault(key, head.key)
+                head = self.store.head()
+                with state.lock:
+                    if state.epoch is None:
+                        state.epoch = head.epoch
+                    if key in state.channels:
+                        state.cursors.setdefault(key, head.key)
                     # Subscribed with the first channel, and never unsubscribed.
-                    self.cursors.setdefault(self.control, head.key)
+                    state.cursors.setdefault(state.control, head.key)
         finally:
             if owner:
                 # Listening (the cursor says so from now on), or failed: then
                 # the next listen starts over. An idle channel keeps no event.
-                with self.lock:
+                with state.lock:
                     if self.confirmed.get(key) is ready:
                         del self.confirmed[key]
 
     def unlisten(self, key: bytes) -> None:
+        state = self.state
         with self.sending:
-            with self.lock:
-                self.channels.pop(key, None)
-                self.cursors.pop(key, None)
+            with state.lock:
+                state.channels.pop(key, None)
+                state.cursors.pop(key, None)
                 self.confirmed.pop(key, None)
             self._command("UNSUBSCRIBE", key)
 
@@ -224,8 +200,8 @@ class Listener(Recovery, OwnEvents):
         """
         with self.sending:
             self.connection.connect()
-            with self.lock:
-                keys = list(self.channels)
+            with self.state.lock:
+                keys = list(self.state.channels)
             for start in range(0, len(keys), COUNT):
                 self.connection.send_command("SUBSCRIBE", *keys[start : start + COUNT])
             self.connected = True
@@ -238,7 +214,8 @@ class Listener(Recovery, OwnEvents):
                 self.confirm(reply[1])
             else:
                 early.append(reply)
-        self.catch_up()
+        for entries in self.recovery.catch_up():
+            self.dispatch(entries)
         self.handle(early)
         if self.failures:
             logger.warning("Redis listener reconnected to %s.", self.where())
@@ -248,7 +225,7 @@ class Listener(Recovery, OwnEvents):
         return f"{self.connection.host}:{self.connection.port}"
 
     def confirm(self, key: bytes) -> None:
-        with self.lock:
+        with self.state.lock:
             ready = self.confirmed.get(key)
         if ready is not None:
             ready.set()
@@ -258,10 +235,10 @@ class Listener(Recovery, OwnEvents):
         connection = self.connection
         pinged = False
         while not self.stopped:
-            if not connection.can_read(timeout=IDLE):
+            if not connection.can_read(timeout=self.idle):
                 if pinged:
                     raise redis.ConnectionError("Redis did not answer a PING.")
-                self.check_store()
+                self.recovery.check_store()
                 self.command("PING")
                 pinged = True
                 continue
@@ -272,18 +249,19 @@ class Listener(Recovery, OwnEvents):
             self.handle(replies)
 
     def handle(self, replies: list[t.Any]) -> None:
+        state = self.state
         entries: list[Entry] = []
         for reply in replies:
             kind = reply[0]
             if kind == b"message":
-                channel = self.channels.get(reply[1])
+                channel = state.channels.get(reply[1])
                 if channel is None:
                     continue  # unsubscribed since
                 entry, epoch = parse_message(reply[1], channel, reply[2])
-                if epoch != self.epoch and self.epoch is not None:
+                if epoch != state.epoch and state.epoch is not None:
                     self.dispatch(entries)
                     entries = []
-                    self.new_epoch(epoch)
+                    self.recovery.new_epoch(epoch)
                     continue
                 entries.append(entry)
             elif kind == b"subscribe":
@@ -294,32 +272,33 @@ class Listener(Recovery, OwnEvents):
         """Hand entries, in id order, to the worker a run at a time."""
         if not entries:
             return
+        state = self.state
         runs: list[tuple[bytes, Key | None, list[Record]]] = []
-        with self.lock:
+        with state.lock:
             newest = entries[-1]
-            if newest.record.key > self.seen:
-                self.seen, self.seen_stream = newest.record.key, newest.stream
+            if newest.record.key > state.seen:
+                state.seen, state.seen_stream = newest.record.key, newest.stream
             # Consecutive events of one channel go to its clients as one run.
             for stream, items in itertools.groupby(entries, key=itemgetter(0)):
-                cursor = self.cursors.get(stream)
+                cursor = state.cursors.get(stream)
                 records = [
                     e.record for e in items if cursor is None or e.record.key > cursor
                 ]
-                if not records or stream not in self.channels:
+                if not records or stream not in state.channels:
                     continue  # read twice (around a reconnect), or unsubscribed
                 if cursor is not None:
                     # Before delivering: a client that joins meanwhile starts
                     # after these (see RedisBackend.head_for).
-                    self.cursors[stream] = records[-1].key
+                    state.cursors[stream] = records[-1].key
                 runs.append((stream, cursor, records))
             # A publisher's own events wait for these (see the own module).
-            self.dispatching = bool(runs)
+            state.dispatching = bool(runs)
         try:
             for stream, cursor, records in runs:
                 self._deliver(stream, cursor, records)
         finally:
-            with self.lock:
-                self.dispatching = False
+            with state.lock:
+                state.dispatching = False
 
     def _deliver(
         self, stream: bytes, cursor: Key | None, records: list[Record]
@@ -327,14 +306,14 @@ class Listener(Recovery, OwnEvents):
         if cursor is not None:
             # Delivered all the same: a client that read history up to
             # them since needs them.
-            self.missed(stream, cursor, records[0])
+            self.recovery.missed(stream, cursor, records[0])
         try:
-            if stream == self.control:
+            if stream == self.state.control:
                 for record in records:
-                    self.revoke(record.event.data)
+                    self.sink.revoke(record.event.data)
             else:
-                with self.delivering:
-                    self.deliver(Run(records[0].channel, records))
+                with self.state.delivering:
+                    self.sink.deliver(Run(records[0].channel, records))
         except Exception:  # pragma: no cover - a bug
             # Each run on its own: a failure in one reaches no other.
             logger.exception(

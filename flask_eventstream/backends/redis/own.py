@@ -22,69 +22,65 @@ order a client sees.
 
 from __future__ import annotations
 
-import threading
 import typing as t
 
 from ...ids import format_id
-from ...ids import Key
 from ...ids import Record
 from ...ids import Run
 from ...wire import Event
+from ..base import Deliver
 from .batch import Sent
-from .codec import appended
+from .scripts import Repeated
+from .state import ListenerState
 
 
 class OwnEvents:
-    """The listener's shortcut for this worker's events; see :class:`.Listener`."""
+    """Delivers this worker's own appends to its clients, as far as nothing
+    can come before them.
 
-    epoch: str | None
-    seen: Key
-    seen_stream: bytes | None
-    lock: threading.Lock
-    channels: dict[bytes, str]
-    control: bytes
-    cursors: dict[bytes, Key]
-    deliver: t.Callable[[Run], None]
-    #: Held by whoever delivers, listener or publisher: runs reach the
-    #: worker's clients one at a time, in id order.
-    delivering: threading.Lock
-    #: The listener is between taking entries and delivering them: what it
-    #: holds may come before a publisher's event.
-    dispatching: bool
+    :param state: where this worker's events stand (shared with its listener).
+    :param deliver: the worker's sink for events (see :class:`.Sink`).
+    """
+
+    def __init__(self, state: ListenerState, deliver: Deliver) -> None:
+        self.state = state
+        self.deliver = deliver
 
     def deliver_own(self, sent: t.Sequence[Sent]) -> None:
         """Deliver what one pipeline of the append script stored, in id
         order, as far as nothing can come before it.
         """
+        state = self.state
         runs: list[list[Record]] = []
-        with self.delivering:
-            with self.lock:
-                if self.dispatching:
+        with state.delivering:
+            with state.lock:
+                if state.dispatching:
                     return
-                for keys, args, reply in sent:
-                    stored = appended(reply)
-                    if stored is None:
-                        continue  # a repeat: nothing stored
+                for call, stored in sent:
+                    if isinstance(stored, Repeated):
+                        continue  # nothing stored
                     key, epoch, before, prev = stored
-                    if before != self.seen or epoch != self.epoch:
+                    if before != state.seen or epoch != state.epoch:
                         break
-                    stream = keys[0] if isinstance(keys[0], bytes) else keys[0].encode()
-                    channel = self.channels.get(stream)
+                    stream = call.stream_key()
+                    channel = state.channels.get(stream)
                     if channel is not None:
-                        cursor = self.cursors.get(stream)
-                        if stream == self.control or cursor is None or prev > cursor:
+                        cursor = state.cursors.get(stream)
+                        if stream == state.control or cursor is None or prev > cursor:
                             break  # the listener revokes; being set up; a gap
                         # Before delivering: a client that joins meanwhile
                         # starts after it (see RedisBackend.head_for).
-                        self.cursors[stream] = key
-                        event = Event(args[3], args[2] or None, format_id(key, epoch))
+                        state.cursors[stream] = key
+                        event = Event(
+                            call.data, call.event or None, format_id(key, epoch)
+                        )
                         record = Record(channel, key, event, prev)
                         if runs and runs[-1][0].channel == channel:
                             runs[-1].append(record)
                         else:
                             runs.append([record])
                     # (A channel not listened to here: nothing to deliver.)
-                    self.seen, self.seen_stream = key, stream
-            # Outside the listener's lock, as the listener delivers.
+                    state.seen, state.seen_stream = key, stream
+            # Outside the state's lock, as the listener delivers.
             for records in runs:
                 self.deliver(Run(records[0].channel, records))

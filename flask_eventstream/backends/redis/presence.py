@@ -216,18 +216,27 @@ return out
 
 
 class RedisPresence:
-    """The presence methods of :class:`RedisBackend` (see ``Backend``)."""
+    """Every worker's connections by channel and member, in Redis: what
+    :meth:`.Backend.presence_set`, ``presence_tick`` and ``presence_read``
+    do for the Redis backend.
 
-    redis: redis.Redis
-    prefix: str
-    #: Milliseconds a presence key is kept after its last write: twice the
-    #: lease of the workers' entries (set by each tick), so a dead worker's
-    #: are still there when another reaps it, and gone if none does.
-    presence_keep = 60_000
+    :param client: the store's pooled client.
+    :param prefix: the prefix of every key (``EVENTSTREAM_REDIS_PREFIX``).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.prefix = prefix
+        #: Milliseconds a presence key is kept after its last write: twice
+        #: the lease of the workers' entries (set by each tick), so a dead
+        #: worker's are still there when another reaps it, and gone if none
+        #: does.
+        self.presence_keep = 60_000
 
     def presence_set(
         self, worker: str, channel: str, counts: t.Mapping[str, int], full: bool
     ) -> list[tuple[str, str]] | None:
+        """See :meth:`.Backend.presence_set`."""
         args: list[str | int] = [self.prefix, worker, channel, "1" if full else "0"]
         args.append(self.presence_keep)
         for member, count in counts.items():
@@ -240,6 +249,7 @@ class RedisPresence:
     def presence_tick(
         self, worker: str, ttl: float
     ) -> tuple[bool, list[tuple[str, str]]]:
+        """See :meth:`.Backend.presence_tick`."""
         if worker:
             self.presence_keep = max(1000, int(ttl * 2000))
         args: list[str | int] = [self.prefix, worker, int(ttl * 1000)]
@@ -248,6 +258,7 @@ class RedisPresence:
         return bool(reply[0]), _pairs(reply[1:])
 
     def presence_read(self, channel: str) -> dict[str, int]:
+        """See :meth:`.Backend.presence_read`."""
         try:
             found: dict[bytes, bytes] = self.redis.hgetall(  # type: ignore[assignment]
                 f"{self.prefix}{PRESENCE_CHANNEL}{channel}"

@@ -15,18 +15,17 @@ worker saw) ends them all too.
 from __future__ import annotations
 
 import logging
-import threading
 import typing as t
 
-import redis
-
-from ...ids import Cursor
 from ...ids import format_key
 from ...ids import Key
 from ...ids import Record
+from ..base import Lost
 from .codec import Entry
 from .codec import key_of
 from .history import read_after
+from .state import ListenerState
+from .store import Store
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -36,50 +35,43 @@ COUNT = 1000
 
 
 class Recovery:
-    """The listener's checks and catch-up; see :class:`.Listener`."""
+    """The listener's checks of the store and its catch-up after a gap.
 
-    client: redis.Redis
-    last_key: str
-    epoch_key: str
-    epoch: str | None
-    seen: Key
-    seen_stream: bytes | None
-    lock: threading.Lock
-    #: Set while the listener delivers, or changes epoch (see the own module).
-    dispatching: bool
-    channels: dict[bytes, str]
-    cursors: dict[bytes, Key]
-    control: bytes
-    head: t.Callable[[], Cursor]
-    renew: t.Callable[[str, Key, bool], str]
-    lost: t.Callable[[str | None, str], None]
+    :param store: the store, for its head, its epoch and the streams.
+    :param state: where this worker's events stand (shared with its listener).
+    :param lost: the worker's sink for what it may have missed (see
+        :class:`.Sink`).
+    """
 
-    def dispatch(self, entries: list[Entry]) -> None:
-        raise NotImplementedError
+    def __init__(self, store: Store, state: ListenerState, lost: Lost) -> None:
+        self.store = store
+        self.client = store.client
+        self.state = state
+        self.lost = lost
 
     def check_store(self, reconnected: bool = False) -> None:
         """While quiet, and after a reconnect: a store emptied, or one that
-        lost what this worker saw, shows within :data:`IDLE` seconds.
+        lost what this worker saw, shows within the listener's idle check.
         """
+        state = self.state
         # What was known before the read. The first listen names the store's
         # epoch meanwhile, and a read from before that names none. And a
         # publisher of this worker advances ``seen`` meanwhile (see the own
         # module), past the newest key this read found: only a store that
         # is behind what was seen before the read has lost writes.
-        with self.lock:
-            known, seen, seen_stream = self.epoch, self.seen, self.seen_stream
+        with state.lock:
+            known, seen, seen_stream = state.epoch, state.seen, state.seen_stream
         if known is None:
             return  # nothing to compare with yet
-        raw_last, raw_epoch = self.client.mget(self.last_key, self.epoch_key)
-        epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else None
+        last, epoch = self.store.newest()
         if epoch is not None and epoch == known:
-            behind = key_of(raw_last) < seen
+            behind = last < seen
             gone = not behind and reconnected and self.seen_lost(seen, seen_stream)
             if behind or gone:
                 # Either is a loss: the newest key only grows otherwise, and
                 # it was read after ``seen``. So the new epoch is forced, even
                 # if new writes take the store past ``seen`` meanwhile.
-                epoch = self.renew(epoch, seen, True) or None
+                epoch = self.store.renew_epoch(epoch, seen, True) or None
                 if epoch != known:
                     logger.error(
                         "The Redis store lost events this worker had seen (up"
@@ -117,25 +109,29 @@ class Recovery:
         deleted = key_of(info.get("max-deleted-entry-id"))
         return bool(first_entry) and first < seen and deleted < seen
 
-    def catch_up(self) -> None:
-        """Read from the streams what the listener missed, in id order."""
-        epoch = self.epoch
+    def catch_up(self) -> t.Iterator[list[Entry]]:
+        """Read from the streams what the listener missed: yields entries in
+        id order, a read at a time, for the listener to deliver before the
+        next read.
+        """
+        state = self.state
+        epoch = state.epoch
         self.check_store(reconnected=True)
-        if epoch != self.epoch:
+        if epoch != state.epoch:
             return  # started over from the new store's head
         while True:
-            with self.lock:
-                cursors = dict(self.cursors)
+            with state.lock:
+                cursors = dict(state.cursors)
             if not cursors:
                 self.check_store()
                 return
             epoch, entries, horizon = read_after(
-                self.client, self.epoch_key, cursors, self.channels, COUNT
+                self.client, self.store.keys.epoch, cursors, state.channels, COUNT
             )
             self.check_store()
-            if epoch != self.epoch:
+            if epoch != state.epoch:
                 return  # check_store started over from the new store's head
-            self.dispatch(entries)
+            yield entries
             if horizon is None:
                 return
 
@@ -143,13 +139,14 @@ class Recovery:
         """The store is not the one the listener read: end every local
         stream, and go on from the new store's head.
         """
+        state = self.state
         logger.warning(
             "The Redis store changed (epoch %r, was %r): it was emptied,"
             " restarted without persistence, replaced, or failed over to a"
             " replica that lacks writes this worker saw; ending this worker's"
             " streams so their clients resume or reset.",
             epoch,
-            self.epoch,
+            state.epoch,
         )
         # The new head first, then the streams end: a client that comes back
         # (reset to a head of its own) once they ended read that head after
@@ -159,28 +156,28 @@ class Recovery:
         # it as lagged. Meanwhile this worker's publishers leave their events
         # to the listener (see the own module): none reaches a stream of the
         # old epoch before it ends.
-        with self.lock:
-            self.dispatching = True
+        with state.lock:
+            state.dispatching = True
         try:
-            head = self.head()  # names an epoch if the store has none
-            with self.lock:
-                self.epoch = head.epoch
-                self.seen = head.key
-                self.seen_stream = None
-                for key in self.cursors:
-                    self.cursors[key] = head.key
+            head = self.store.head()  # names an epoch if the store has none
+            with state.lock:
+                state.epoch = head.epoch
+                state.seen = head.key
+                state.seen_stream = None
+                for key in state.cursors:
+                    state.cursors[key] = head.key
             self.lost(None, "epoch")  # user code may run: no lock held
         finally:
-            with self.lock:
-                self.dispatching = False
+            with state.lock:
+                state.dispatching = False
 
     def missed(self, stream: bytes, cursor: Key, first: Record) -> None:
-        """Call :attr:`lost` if ``first`` does not follow the last entry the
+        """Call ``lost`` if ``first`` does not follow the last entry the
         listener read from ``stream``: entries between were trimmed unread.
         """
         if first.prev is None or first.prev <= cursor:
             return
-        if stream == self.control:
+        if stream == self.state.control:
             logger.warning(
                 "This worker missed control messages (revocations) while it"
                 " lagged; ending all its streams so every client is authorized"

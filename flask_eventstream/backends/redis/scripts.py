@@ -1,23 +1,38 @@
 """The Lua scripts that keep the Redis store's sequence, epoch and links
 atomic: each runs as one command, so no other client comes between its steps.
+
+The append script's arguments (:class:`Append`), its reply
+(:func:`append_reply`) and the message it publishes (:func:`parse_message`)
+are defined here and nowhere else: the store, a worker's own events and the
+tests use these.
 """
 
-#: The Lua script of :meth:`RedisBackend.append`. It assigns the next key of
-#: the shared sequence (milliseconds from Redis's clock, never going back, nor
-#: below ``ARGV[5]``, the newest key the caller knows), names the store's
-#: epoch if it has none yet (or a new one if the store's newest key is below
-#: the newest the caller saw in that epoch, ``ARGV[8]``: it lost writes),
-#: adds the event under it with the key of the channel's previous entry
-#: (``p``), trims, and sets the expiry. It publishes the entry on the pub/sub
-#: channel named like the stream, for the listeners (see
-#: :func:`.codec.parse_message`): in the same step, so messages go out in id
-#: order. It returns the key and epoch, the key before it in the sequence
-#: (``0-0`` for none) and the key before it on its channel.
+from __future__ import annotations
+
+import typing as t
+
+from ...ids import format_id
+from ...ids import Key
+from ...ids import Record
+from ...wire import Event
+from .codec import Entry
+from .codec import key_of
+
+#: The Lua script of :meth:`.Store.append`, called with an :class:`Append`.
+#: It assigns the next key of the shared sequence (milliseconds from Redis's
+#: clock, never going back, nor below ``known_key``, the newest key the
+#: caller knows), names the store's epoch if it has none yet (or a new one if
+#: the store's newest key is below the newest the caller saw in that epoch,
+#: ``known_epoch``: it lost writes), adds the event under it with the key of
+#: the channel's previous entry (``p``), trims, and sets the expiry. It
+#: publishes the entry on the pub/sub channel named like the stream, for the
+#: listeners (see :func:`parse_message`): in the same step, so messages go
+#: out in id order. It returns an :class:`Appended`.
 #:
-#: With an idempotency window (``ARGV[7]`` milliseconds, ``KEYS[4]`` the
-#: key's record), an event stored under that key within the window is
-#: returned instead (its key, epoch, data and type, and a 1), and nothing
-#: is stored: the check and the append are one step, whoever retries.
+#: With an idempotency window (``window_ms``, ``once_key`` the key's record),
+#: an event stored under that key within the window is returned instead (a
+#: :class:`Repeated`), and nothing is stored: the check and the append are
+#: one step, whoever retries.
 APPEND_SCRIPT = """
 if ARGV[7] ~= '0' then
   local seen = redis.call('HMGET', KEYS[4], 'i', 'x', 'd', 'e')
@@ -76,6 +91,99 @@ redis.call('PUBLISH', KEYS[1],
            id .. nl .. prev .. nl .. epoch .. nl .. ARGV[3] .. nl .. ARGV[4])
 return {id, epoch, stored or '0-0', prev}
 """
+
+
+class Append(t.NamedTuple):
+    """The arguments of one call of :data:`APPEND_SCRIPT`, in its order."""
+
+    #: ``KEYS[1]``: the channel's stream (also its pub/sub channel).
+    stream: str | bytes
+    #: ``KEYS[2]``: the newest key of the shared sequence.
+    last_key: str
+    #: ``KEYS[3]``: the store's epoch.
+    epoch_key: str
+    #: ``KEYS[4]``: the idempotency key's record (``""``: none).
+    once_key: str
+    #: ``ARGV[1]``: entries kept (``MAXLEN ~``).
+    maxlen: int
+    #: ``ARGV[2]``: milliseconds the stream is kept after it (0: kept).
+    ttl_ms: int
+    #: ``ARGV[3]``: the event's type (``""``: none).
+    event: str
+    #: ``ARGV[4]``: the event's data.
+    data: str
+    #: ``ARGV[5]``: the newest key the caller knows (``"0-0"``: none).
+    known_key: str
+    #: ``ARGV[6]``: the epoch to name if the store needs a new one.
+    new_epoch: str
+    #: ``ARGV[7]``: milliseconds the idempotency key holds (0: no key).
+    window_ms: int
+    #: ``ARGV[8]``: the epoch of ``known_key``.
+    known_epoch: str
+
+    def keys(self) -> list[str | bytes]:
+        """The script's ``KEYS``."""
+        return [self.stream, self.last_key, self.epoch_key, self.once_key]
+
+    def argv(self) -> list[str | int]:
+        """The script's ``ARGV``."""
+        return [
+            self.maxlen,
+            self.ttl_ms,
+            self.event,
+            self.data,
+            self.known_key,
+            self.new_epoch,
+            self.window_ms,
+            self.known_epoch,
+        ]
+
+    def stream_key(self) -> bytes:
+        """:attr:`stream` as Redis names it in a message."""
+        stream = self.stream
+        return stream if isinstance(stream, bytes) else stream.encode()
+
+
+class Appended(t.NamedTuple):
+    """What one call of the append script stored: the new key, the store's
+    epoch, the key before it in the shared sequence and on its channel.
+    """
+
+    key: Key
+    epoch: str
+    before: Key
+    prev: Key
+
+
+class Repeated(t.NamedTuple):
+    """A repeat of an earlier append (its idempotency key): nothing was
+    stored; the key, epoch, data and type of the event that was.
+    """
+
+    key: Key
+    epoch: str
+    data: str
+    event: str | None
+
+
+def append_reply(reply: t.Sequence[t.Any]) -> Appended | Repeated:
+    """Read the append script's reply."""
+    key, epoch = key_of(reply[0]), reply[1].decode()
+    if len(reply) == 5:  # {id, epoch, 1, data, type}
+        return Repeated(key, epoch, reply[3].decode(), reply[4].decode() or None)
+    return Appended(key, epoch, key_of(reply[2]), key_of(reply[3]))
+
+
+def parse_message(stream: bytes, channel: str, payload: bytes) -> tuple[Entry, str]:
+    """Read a message the append script published: the entry and its
+    store's epoch.
+    """
+    raw_id, raw_prev, raw_epoch, type_, data = payload.split(b"\n", 4)
+    key = key_of(raw_id)
+    epoch = raw_epoch.decode()
+    event = Event(data.decode(), type_.decode() or None, format_id(key, epoch))
+    return Entry(stream, Record(channel, key, event, key_of(raw_prev))), epoch
+
 
 #: Names the store's epoch if it has none; returns it with the newest key.
 HEAD_SCRIPT = """

@@ -30,63 +30,65 @@ from ...ids import newest
 from ...ids import now_ms
 from ...ids import Record
 from ...wire import Event
-from ..base import Backend
 from ..base import CLOSED_KEPT
 from ..base import Once
+from ..base import Retention
 from .batch import Batcher
 from .batch import NotSent
-from .codec import appended
 from .codec import key_of
 from .codec import record_of
 from .connect import Connector
 from .history import check_kept
-from .listener import IDLE
-from .listener import Listener
-from .presence import RedisPresence
+from .keys import Keys
+from .own import OwnEvents
+from .scripts import Append
 from .scripts import APPEND_SCRIPT
+from .scripts import Appended
 from .scripts import HEAD_SCRIPT
 from .scripts import READ_SCRIPT
 from .scripts import RENEW_SCRIPT
+from .scripts import Repeated
 
 
-class RedisBackend(RedisPresence, Backend):
-    """History and fan-out through Redis, for many workers and hosts.
+class Store:
+    """Appends, reads and the head of the store, through a small pool.
 
-    :param url: ``redis://``, ``rediss://``, ``unix://`` or
-        ``redis+sentinel://`` URL (see :mod:`.connect`).
-    :param history: entries kept per channel (``MAXLEN ~``).
-    :param ttl: seconds after its last event that a channel's history expires
-        (``EVENTSTREAM_HISTORY_TTL``); ``None`` keeps it.
-    :param prefix: the prefix of every key (``EVENTSTREAM_REDIS_PREFIX``).
-    :param pool_size: connections for publishing and replay, per worker.
+    :param connector: where connections go (see :mod:`.connect`).
+    :param keys: the names of the store's keys.
+    :param retention: how many events of a channel to keep, and for how
+        long (seconds, or ``None``).
+    :param ttl: seconds the control stream is kept after its last entry.
+    :param own: delivers this worker's appends to its clients at once, as
+        far as it can (see :mod:`.own`); ``None`` leaves them to the listener.
+    :param pool_size: connections for publishing and replay
+        (``EVENTSTREAM_REDIS_POOL_SIZE``).
+    :param timeout: seconds a caller waits for a pooled connection, and for
+        an answer on it (``EVENTSTREAM_REDIS_TIMEOUT``).
+    :param batch_timeout: seconds a publisher waits for its turn in a
+        pipeline and its answer (``EVENTSTREAM_REDIS_BATCH_TIMEOUT``).
     """
 
     def __init__(
         self,
-        url: str,
-        history: int,
+        connector: Connector,
+        keys: Keys,
+        retention: Retention,
         *,
         ttl: float | None = None,
-        prefix: str = "eventstream:",
+        own: OwnEvents | None = None,
         pool_size: int = 4,
+        timeout: float = 5.0,
+        batch_timeout: float = 10.0,
     ) -> None:
-        super().__init__(history, ttl)
-        self.url = url
+        self.keys = keys
+        self.retention = retention
         self.ttl = ttl
-        self.prefix = prefix
-        self._last_key = f"{prefix}last-id"
-        self._epoch_key = f"{prefix}epoch"
-        # close_channel() entries, read by every worker's listener. They take
-        # ids from the shared sequence, so a listener that starts reading at
-        # the head misses none issued after it.
-        self._control = f"{prefix}control".encode()
-        connector = Connector(url)
-        pool = connector.pool(pool_size, timeout=5)
-        self.redis = redis.Redis(connection_pool=pool, decode_responses=False)
-        script = self.redis.register_script(APPEND_SCRIPT)
-        self._head = self.redis.register_script(HEAD_SCRIPT)
-        self._renew = self.redis.register_script(RENEW_SCRIPT)
-        self._read = self.redis.register_script(READ_SCRIPT)
+        pool = connector.pool(pool_size, timeout=timeout)
+        self.client = redis.Redis(connection_pool=pool, decode_responses=False)
+        script = self.client.register_script(APPEND_SCRIPT)
+        self._head = self.client.register_script(HEAD_SCRIPT)
+        self._renew = self.client.register_script(RENEW_SCRIPT)
+        self._read = self.client.register_script(READ_SCRIPT)
         self._lock = threading.Lock()
         #: The newest key this process has seen: ids stay above it even if
         #: the store is emptied (see APPEND_SCRIPT).
@@ -94,102 +96,86 @@ class RedisBackend(RedisPresence, Backend):
         #: The head read that callers of head() are waiting for.
         self._asking: _HeadRead | None = None
         self._head_gate = threading.Lock()
-        # Looked up at each call: deliver and revoke are set after this.
-        self._listener = Listener(
-            connector.connection(socket_timeout=IDLE + 5),
-            self.redis,
-            self._control,
-            (self._last_key, self._epoch_key),
-            lambda: self.head(),
-            self._renew_epoch,
-            lambda run: self.deliver(run),
-            lambda channel: self.revoke(channel),
-            lambda channel, reason: self.lost(channel, reason),
-        )
         # Each pipeline of appends goes to this worker's clients at once, as
         # far as it can (see the batch and own modules).
-        sent = self._listener.deliver_own
-        self._append = Batcher(self.redis, script, timeout=10, sent=sent)
-
-    def _key(self, channel: str) -> str:
-        return f"{self.prefix}stream:{channel}"
+        sent = own.deliver_own if own is not None else None
+        self._append = Batcher(self.client, script, timeout=batch_timeout, sent=sent)
 
     # -- storing ----------------------------------------------------------
 
     def _store(
         self,
-        key: str | bytes,
+        stream: str | bytes,
         keep: tuple[int, float | None],
         event: Event,
         once: Once | None = None,
         channel: str = "",
-    ) -> tuple[Cursor, list[t.Any]]:
+    ) -> tuple[Cursor, Appended | Repeated]:
         """Run the append script; return the new cursor, and the script's
-        reply (see APPEND_SCRIPT). An idempotency key is scoped to
-        ``channel``.
+        reply. An idempotency key is scoped to ``channel``.
         """
         maxlen, ttl = keep
-        # "/" is in no channel name: no two (channel, key) pairs share a name.
-        once_key = f"{self.prefix}once/{channel}/{once.key}" if once else ""
-        ttl_ms = int(ttl * 1000) if ttl else 0
-        window_ms = max(1, int(once.window * 1000)) if once is not None else 0
+        known = self.known
         reply = self._append(
-            [
-                key,
-                self._last_key,
-                self._epoch_key,
-                once_key,
-            ],
-            [
-                maxlen,
-                ttl_ms,
-                event.event or "",
-                event.data,
-                format_key(self.known.key),
-                new_epoch(),
-                window_ms,
-                self.known.epoch,
-            ],
+            Append(
+                stream=stream,
+                last_key=self.keys.last_id,
+                epoch_key=self.keys.epoch,
+                once_key=self.keys.once(channel, once.key) if once else "",
+                maxlen=maxlen,
+                ttl_ms=int(ttl * 1000) if ttl else 0,
+                event=event.event or "",
+                data=event.data,
+                known_key=format_key(known.key),
+                new_epoch=new_epoch(),
+                window_ms=max(1, int(once.window * 1000)) if once else 0,
+                known_epoch=known.epoch,
+            )
         )
-        cursor = Cursor(key_of(reply[0]), reply[1].decode())
+        cursor = Cursor(reply.key, reply.epoch)
         self._saw(cursor)
         return cursor, reply
 
     def append(self, channel: str, event: Event, once: Once | None = None) -> Record:
-        stream = self._key(channel)
+        """See :meth:`.Backend.append`."""
         try:
             cursor, reply = self._store(
-                stream, self.retention(channel), event, once, channel
+                self.keys.stream(channel), self.retention(channel), event, once, channel
             )
         except redis.RedisError as error:
             raise publish_error(error, f"the event on {channel!r}") from error
-        stored = appended(reply)
-        if stored is None:  # a repeat: the first event, and nothing stored
-            first = Event(reply[3].decode(), reply[4].decode() or None, str(cursor))
+        if isinstance(reply, Repeated):  # the first event, and nothing stored
+            first = Event(reply.data, reply.event, str(cursor))
             record = Record(channel, cursor.key, first)
             record.repeat = True
             return record
         event = Event(event.data, event.event, str(cursor))
-        return Record(channel, cursor.key, event, stored.prev)
+        return Record(channel, cursor.key, event, reply.prev)
 
     def close_channel(self, channel: str) -> None:
+        """Mark ``channel`` closed (for tokens), then append the control
+        entry that every worker's listener revokes it for.
+        """
         try:
             # Tokens first: a client the close ends cannot come back with one.
-            self.redis.set(
-                self._closed_key(channel),
+            self.client.set(
+                self.keys.closed(channel),
                 repr(time.time()),
                 px=int(CLOSED_KEPT * 1000),
             )
-            self._store(self._control, (100, self.ttl), Event(channel))
+            # It takes an id from the shared sequence, so a listener that
+            # starts reading at the head misses none issued after it.
+            self._store(self.keys.control, (100, self.ttl), Event(channel))
         except redis.RedisError as error:
             what = f"the entry that closes channel {channel!r}"
             raise publish_error(error, what) from error
 
     def closed_at(self, channels: t.Sequence[str]) -> dict[str, float]:
+        """See :meth:`.Backend.closed_at`."""
         if not channels:
             return {}
         try:
-            found = self.redis.mget([self._closed_key(c) for c in channels])
+            found = self.client.mget([self.keys.closed(c) for c in channels])
         except redis.RedisError as error:
             raise BackendUnavailable(f"Redis is unavailable: {error}") from error
         return {
@@ -198,10 +184,8 @@ class RedisBackend(RedisPresence, Backend):
             if at is not None
         }
 
-    def _closed_key(self, channel: str) -> str:
-        return f"{self.prefix}closed/{channel}"
-
     def head(self) -> Cursor:
+        """See :meth:`.Backend.head`."""
         # Thousands of clients may connect at once (after a deploy), more
         # than a small pool serves one read each within its timeout. Callers
         # wait together for the next read, sent after each of them arrived,
@@ -217,7 +201,7 @@ class RedisBackend(RedisPresence, Backend):
                         self._asking = None  # later callers wait for the next
                 try:
                     raw_key, raw_epoch = self._head(
-                        keys=[self._last_key, self._epoch_key], args=[new_epoch()]
+                        keys=[self.keys.last_id, self.keys.epoch], args=[new_epoch()]
                     )
                     ask.cursor = Cursor(key_of(raw_key), raw_epoch.decode())
                 except redis.RedisError as error:
@@ -233,35 +217,35 @@ class RedisBackend(RedisPresence, Backend):
         if cursor.epoch != known.epoch or cursor.key > known.key:
             self.known = cursor
 
-    def _renew_epoch(self, epoch: str, seen: Key, lost: bool) -> str:
+    def newest(self) -> tuple[Key, str | None]:
+        """The store's newest key and its epoch (``None``: it names none),
+        read as they are: no epoch is named.
+        """
+        raw_last, raw_epoch = self.client.mget(self.keys.last_id, self.keys.epoch)
+        epoch = raw_epoch.decode() if isinstance(raw_epoch, bytes) else None
+        return key_of(raw_last), epoch
+
+    def renew_epoch(self, epoch: str, seen: Key, lost: bool) -> str:
+        """Name a new epoch if the store, still in ``epoch``, lost writes: its
+        newest key is below ``seen``, or ``lost`` (the entry of ``seen`` is
+        gone). Return the epoch after (see RENEW_SCRIPT).
+        """
         args = [epoch, format_key(seen), new_epoch(), "1" if lost else ""]
-        raw = self._renew(keys=[self._last_key, self._epoch_key], args=args)
+        raw = self._renew(keys=[self.keys.last_id, self.keys.epoch], args=args)
         return bytes(raw).decode()
 
-    def head_for(self, channels: t.Sequence[str]) -> Cursor:
-        # The listener's cursor of a channel is where its live events begin
-        # for this worker: no round trip, which matters when thousands of
-        # clients connect at once. Not for a quiet channel's old cursor when
-        # history expires: resuming from it could look like expired history.
-        if len(channels) == 1:
-            cursor = self._listener.cursor(self._key(channels[0]).encode())
-            if cursor is not None:
-                ttl = self.retention(channels[0])[1]
-                if not ttl or cursor.key[0] > now_ms() - ttl * 500:
-                    return cursor
-        return self.head()
-
     def read(
-        self, channels: t.Sequence[str], cursor: Cursor, limit: int
+        self, channels: t.Sequence[str], cursor: Cursor, limit: int, max_bytes: int
     ) -> list[Record]:
+        """See :meth:`.Backend.read`; ``max_bytes`` past the first event."""
         after = cursor.key
-        streams = [self._key(channel) for channel in channels]
+        streams = [self.keys.stream(channel) for channel in channels]
         try:
             # One script: no trim comes between the check and the read, and
             # the streams are merged in Redis (see READ_SCRIPT).
             reply = self._read(
-                keys=[self._last_key, self._epoch_key, *streams],
-                args=[format_key(after), limit, self.read_bytes, cursor.epoch],
+                keys=[self.keys.last_id, self.keys.epoch, *streams],
+                args=[format_key(after), limit, max_bytes, cursor.epoch],
             )
         except redis.RedisError as error:
             raise BackendUnavailable(f"Redis could not be read: {error}") from error
@@ -307,12 +291,13 @@ class RedisBackend(RedisPresence, Backend):
     def latest(
         self, channels: t.Sequence[str], count: int
     ) -> tuple[Cursor, list[Record]]:
+        """See :meth:`.Backend.latest`."""
         try:
-            with self.redis.pipeline(transaction=True) as pipe:
-                pipe.get(self._last_key)
-                pipe.get(self._epoch_key)
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.get(self.keys.last_id)
+                pipe.get(self.keys.epoch)
                 for channel in channels:
-                    pipe.xrevrange(self._key(channel), "+", "-", count=count)
+                    pipe.xrevrange(self.keys.stream(channel), "+", "-", count=count)
                 replies = pipe.execute()
         except redis.RedisError as error:
             raise BackendUnavailable(f"Redis is unavailable: {error}") from error
@@ -327,44 +312,27 @@ class RedisBackend(RedisPresence, Backend):
         head = Cursor(key_of(replies[0]), epoch)
         return head, newest(found, count)
 
-    # -- listening --------------------------------------------------------
-
-    def listen(self, channel: str) -> None:
-        # Called by every subscription before it reads history. The listener
-        # must read the channel from a point no later than that read, or the
-        # events between the two would reach no one: so a subscription whose
-        # channel is still being set up by another one waits for it.
-        self._listener.listen(self._key(channel).encode(), channel)
-
-    def follow_closes(self) -> None:
-        # The listener reads the control stream from its first listen on:
-        # a subscription's authorize runs before that.
-        self._listener.listen(self._control, "")
-
-    def unlisten(self, channel: str) -> None:
-        self._listener.unlisten(self._key(channel).encode())
-
     def close(self) -> None:
-        self._listener.stop()
-        self.redis.close()
-
-    def stats(self) -> dict[str, t.Any]:
-        return {"backend": "redis", "listening": len(self._listener.channels)}
+        """Release the pool's connections."""
+        self.client.close()
 
     def report(self, worker: str, figures: dict[str, t.Any], ttl: float) -> None:
-        key = f"{self.prefix}worker:{worker}"
-        self.redis.set(key, json.dumps(figures), px=max(1, int(ttl * 1000)))
+        """See :meth:`.Backend.report`."""
+        key = self.keys.worker(worker)
+        self.client.set(key, json.dumps(figures), px=max(1, int(ttl * 1000)))
 
     def reports(self) -> list[dict[str, t.Any]]:
-        keys = sorted(self.redis.scan_iter(match=f"{self.prefix}worker:*", count=500))
-        values = self.redis.mget(keys) if keys else []
+        """See :meth:`.Backend.reports`."""
+        keys = sorted(self.client.scan_iter(match=self.keys.worker("*"), count=500))
+        values = self.client.mget(keys) if keys else []
         # A key may expire between the scan and the read.
         return [json.loads(value) for value in values if value is not None]
 
     def history_sizes(self) -> dict[str, int]:
-        start = len(f"{self.prefix}stream:")
-        keys = sorted(self.redis.scan_iter(match=f"{self.prefix}stream:*", count=500))
-        pipe = self.redis.pipeline(transaction=False)
+        """See :meth:`.Backend.history_sizes`."""
+        start = len(self.keys.stream(""))
+        keys = sorted(self.client.scan_iter(match=self.keys.stream("*"), count=500))
+        pipe = self.client.pipeline(transaction=False)
         for key in keys:
             pipe.xlen(key)
         return {
