@@ -31,6 +31,7 @@ from .server import capture_start_response
 from .settings import check_channel
 from .settings import check_publish
 from .settings import DEFAULTS
+from .settings import unknown_keys
 from .subscription import Subscription
 from .wire import Event
 
@@ -60,8 +61,10 @@ class EventStream:
         its backend, and register the ``eventstream`` blueprint (the browser
         client and, unless turned off, the built-in endpoint).
 
-        Every ``EVENTSTREAM_*`` key (see :doc:`/configuration`) is set with
-        ``app.config.setdefault``, then checked.
+        Every key that :doc:`/configuration` lists is set with
+        ``app.config.setdefault``, then checked. Any other ``EVENTSTREAM_*``
+        key is a logged warning naming the closest known one: a misspelt key
+        would otherwise change nothing, silently.
 
         :raises RuntimeError: if an ``EventStream`` is already registered on
             ``app``.
@@ -73,6 +76,8 @@ class EventStream:
                 "An 'EventStream' instance is already registered on this Flask app."
                 " Import and use that instance instead."
             )
+        for problem in unknown_keys(app.config):
+            logger.warning(problem)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         hub = self._hubs[app] = Hub(app, app.config)

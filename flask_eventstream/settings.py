@@ -6,8 +6,12 @@ Flask, so every layer below the extension can use what it checked.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import math
 import re
 import typing as t
+import warnings
 
 #: Every configuration key with its default; ``init_app`` sets each one with
 #: ``app.config.setdefault``.
@@ -15,7 +19,7 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_BACKEND": "memory",
     "EVENTSTREAM_HISTORY": 1000,
     "EVENTSTREAM_HEARTBEAT": 15.0,
-    "EVENTSTREAM_RETRY": 3000,
+    "EVENTSTREAM_RETRY": 3.0,
     "EVENTSTREAM_URL_PREFIX": "/events",
     "EVENTSTREAM_QUEUE_SIZE": 1000,
     "EVENTSTREAM_MAX_CONNECTIONS": 10000,
@@ -37,8 +41,70 @@ DEFAULTS: dict[str, t.Any] = {
     "EVENTSTREAM_HISTORY_CHANNELS": 10000,
     "EVENTSTREAM_DIRECT_WRITES": True,
     "EVENTSTREAM_IDEMPOTENCY_WINDOW": 300.0,
+    "EVENTSTREAM_PRESENCE": False,
+    "EVENTSTREAM_REWIND": 0,
     "EVENTSTREAM_NAMESPACES": None,
 }
+
+logger = logging.getLogger("flask_eventstream")
+
+
+def unknown_keys(config: t.Mapping[str, t.Any]) -> list[str]:
+    """A warning for each ``EVENTSTREAM_*`` key of ``config`` that is not
+    one of :data:`DEFAULTS` (a typo is otherwise silently ignored), naming
+    the closest known key.
+    """
+    prefix = "EVENTSTREAM_"
+    # Compared without the prefix they all share, which would match anything.
+    names = [key.removeprefix(prefix) for key in DEFAULTS]
+    found = []
+    for key in config:
+        if not isinstance(key, str) or not key.startswith(prefix):
+            continue
+        if key in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(key.removeprefix(prefix), names, n=1)
+        hint = f": did you mean {prefix}{close[0]}?" if close else "."
+        found.append(f"Unknown configuration key {key} (ignored){hint}")
+    return found
+
+
+#: A ``retry`` of this or more is read as milliseconds, the old unit of
+#: ``EVENTSTREAM_RETRY`` and ``@stream(retry=...)``, for one release.
+LEGACY_RETRY = 100
+
+
+def retry_milliseconds(value: object, name: str, stacklevel: int = 2) -> int | None:
+    """The ``retry:`` delay, in whole milliseconds, for ``value`` in seconds;
+    ``None`` (no ``retry:`` line) for ``None``.
+
+    For one release a value of :data:`LEGACY_RETRY` or more is read as
+    milliseconds, with a :class:`DeprecationWarning` and a logged warning.
+
+    :param name: what ``value`` is, for the messages.
+    :raises ValueError: for anything but a finite number of seconds ``>= 0``.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(
+            f"{name} must be a non-negative number of seconds or None, not {value!r}."
+        )
+    seconds = value
+    if value >= LEGACY_RETRY:
+        seconds = value / 1000
+        message = (
+            f"{name} is in seconds now: {value!r} read as {seconds} s; set {seconds}"
+        )
+        warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
+        logger.warning(message)
+    return round(seconds * 1000)
+
 
 #: The most stored events a subscription rewinds (a page bounds it in bytes).
 MAX_REWIND = 1000
@@ -129,6 +195,23 @@ def _seconds(config: t.Mapping[str, t.Any], key: str) -> float:
     return float(value)
 
 
+def _flag(config: t.Mapping[str, t.Any], key: str, where: str = "") -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}{key} must be True or False, not {value!r}.")
+    return value
+
+
+def _rewind(config: t.Mapping[str, t.Any], key: str, where: str = "") -> int:
+    value = config[key]
+    if type(value) is not int or not 0 <= value <= MAX_REWIND:
+        raise ValueError(
+            f"{where}{key} must be a whole number from 0 to {MAX_REWIND},"
+            f" not {value!r}."
+        )
+    return value
+
+
 class ChannelSettings(t.NamedTuple):
     """What applies to one channel: its namespace's settings, else the app's."""
 
@@ -167,20 +250,12 @@ def _namespace(
         )
     merged = {**dict(zip(NAMESPACE_KEYS, base, strict=True)), **options}
     where += "."
-    presence, rewind = merged["presence"], merged["rewind"]
-    if not isinstance(presence, bool):
-        raise ValueError(f"{where}presence must be True or False, not {presence!r}.")
-    if type(rewind) is not int or not 0 <= rewind <= MAX_REWIND:
-        raise ValueError(
-            f"{where}rewind must be a whole number from 0 to {MAX_REWIND},"
-            f" not {rewind!r}."
-        )
     return ChannelSettings(
         _positive(merged, "history", int, where),
         _optional(merged, "history_ttl", float, where),
         _positive(merged, "max_event_bytes", int, where),
-        presence,
-        rewind,
+        _flag(merged, "presence", where),
+        _rewind(merged, "rewind", where),
     )
 
 
@@ -217,9 +292,14 @@ class Settings:
         self.max_event_bytes: int = _positive(
             config, "EVENTSTREAM_MAX_EVENT_BYTES", int
         )
-        #: What applies to a channel in no namespace.
+        #: What applies to a channel in no namespace, and what a namespace
+        #: leaves out.
         self.default = ChannelSettings(
-            self.history, self.history_ttl, self.max_event_bytes, False, 0
+            self.history,
+            self.history_ttl,
+            self.max_event_bytes,
+            _flag(config, "EVENTSTREAM_PRESENCE"),
+            _rewind(config, "EVENTSTREAM_REWIND"),
         )
         namespaces = config.get("EVENTSTREAM_NAMESPACES") or {}
         if not isinstance(namespaces, t.Mapping):
@@ -246,13 +326,10 @@ class Settings:
         self.max_lifetime: float | None = _optional(
             config, "EVENTSTREAM_MAX_LIFETIME", float
         )
-        retry = config["EVENTSTREAM_RETRY"]
-        if retry is not None and (type(retry) is not int or retry < 0):
-            raise ValueError(
-                f"EVENTSTREAM_RETRY must be a non-negative int of milliseconds"
-                f" or None, not {retry!r}."
-            )
-        self.retry: int | None = retry
+        #: The ``retry:`` delay in milliseconds, as sent; ``None``: not sent.
+        self.retry: int | None = retry_milliseconds(
+            config["EVENTSTREAM_RETRY"], "EVENTSTREAM_RETRY", stacklevel=4
+        )
         origins = config["EVENTSTREAM_CORS_ORIGINS"]
         if isinstance(origins, str):
             origins = [origins]

@@ -75,7 +75,7 @@ class Server:
         self.extra = list(extra)
         self.env = dict(os.environ)
         self.env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(ROOT)])
-        settings = {"HEARTBEAT": 0.5, "RETRY": 500}
+        settings = {"HEARTBEAT": 0.5, "RETRY": 0.5}
         settings.update(config or {})
         for key, value in settings.items():
             self.env[f"FLASK_EVENTSTREAM_{key}"] = (

@@ -39,7 +39,7 @@ def browser() -> t.Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 300}).start()
+    srv = Server("gevent", config={"RETRY": 0.3}).start()
     yield srv
     srv.stop()
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 300}).start()
+    srv = Server("gevent", config={"RETRY": 0.3}).start()
     yield srv
     srv.stop()
 
@@ -117,7 +117,7 @@ def test_without_shared_each_tab_has_its_own_stream(
 @pytest.fixture(scope="module", params=["cookies", "identify"])
 def accounts(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     """The app with logins: scoped by its cookies, or by ``identify``."""
-    srv = Server("gevent", app="sharedapp:app", config={"RETRY": 300})
+    srv = Server("gevent", app="sharedapp:app", config={"RETRY": 0.3})
     if request.param == "identify":
         srv.env["TEST_IDENTIFY"] = "1"
     srv.start()
@@ -368,7 +368,7 @@ def test_a_tab_that_joins_later_gets_its_rewind(
 @pytest.fixture
 def small_polls() -> t.Iterator[Server]:
     """Polls that answer two events at most: catching up takes pages."""
-    srv = Server("gevent", config={"RETRY": 300, "POLL_BATCH": 2}).start()
+    srv = Server("gevent", config={"RETRY": 0.3, "POLL_BATCH": 2}).start()
     yield srv
     srv.stop()
 

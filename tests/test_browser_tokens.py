@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 300})
+    srv = Server("gevent", config={"RETRY": 0.3})
     # Pages come from http://localhost:port, streams from http://127.0.0.1:port:
     # two origins, as a page on another site and its stream would be.
     srv.env["FLASK_EVENTSTREAM_CORS_ORIGINS"] = json.dumps(

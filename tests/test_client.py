@@ -38,7 +38,7 @@ from flask_eventstream.testing import check_delivery
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 100}).start()
+    srv = Server("gevent", config={"RETRY": 0.1}).start()
     yield srv
     srv.stop()
 

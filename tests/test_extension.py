@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import threading
 import time
 import typing as t
@@ -18,6 +19,7 @@ from flask_eventstream import signals
 from flask_eventstream import stream
 from flask_eventstream.ids import parse_id
 from flask_eventstream.settings import DEFAULTS
+from flask_eventstream.settings import Settings
 from flask_eventstream.testing import iter_events
 
 
@@ -51,7 +53,11 @@ def test_unregistered_app_says_what_to_do(events: EventStream) -> None:
     [
         ("EVENTSTREAM_HISTORY", 0),
         ("EVENTSTREAM_QUEUE_SIZE", "10"),
-        ("EVENTSTREAM_RETRY", 1.5),
+        ("EVENTSTREAM_RETRY", "3"),
+        ("EVENTSTREAM_RETRY", -1),
+        ("EVENTSTREAM_RETRY", float("nan")),
+        ("EVENTSTREAM_PRESENCE", "yes"),
+        ("EVENTSTREAM_REWIND", 1001),
         ("EVENTSTREAM_BACKEND", "mysql://x"),
     ],
 )
@@ -62,6 +68,129 @@ def test_bad_configuration_is_a_clear_error(key: str, value: object) -> None:
         ValueError, match=key if key != "EVENTSTREAM_BACKEND" else "mysql"
     ):
         EventStream(app)
+
+
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "flask_eventstream" and r.levelno == logging.WARNING
+    ]
+
+
+def test_an_unknown_key_is_a_warning_naming_the_closest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = Flask("typo")
+    app.config["EVENTSTREAM_HEARTBEET"] = 5
+    app.config["EVENTSTREAM_ZZZ"] = 1
+    EventStream(app)
+    assert warnings_logged(caplog) == [
+        "Unknown configuration key EVENTSTREAM_HEARTBEET (ignored):"
+        " did you mean EVENTSTREAM_HEARTBEAT?",
+        "Unknown configuration key EVENTSTREAM_ZZZ (ignored).",
+    ]
+    assert app.config["EVENTSTREAM_HEARTBEAT"] == DEFAULTS["EVENTSTREAM_HEARTBEAT"]
+
+
+def test_known_keys_from_the_environment_warn_nothing(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As the examples and the test servers are configured: every key once.
+    for key in DEFAULTS.keys() - {"EVENTSTREAM_NAMESPACES"}:  # nested below
+        monkeypatch.setenv(f"FLASK_{key}", json.dumps(DEFAULTS[key]))
+    monkeypatch.setenv("FLASK_EVENTSTREAM_NAMESPACES__room.__presence", "true")
+    monkeypatch.setenv("FLASK_OTHER_SETTING", "1")
+    app = Flask("env")
+    app.config.from_prefixed_env()
+    app.config["EVENTSTREAMING"] = "not ours"  # no underscore: another prefix
+    events = EventStream(app)
+    assert warnings_logged(caplog) == []
+    assert events.hub_for(app).settings.channel("room.1").presence is True
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"), [(3.0, 3000), (0.25, 250), (0, 0), (99, 99000), (2, 2000)]
+)
+def test_retry_is_in_seconds_and_sent_in_milliseconds(value: float, sent: int) -> None:
+    app = Flask("retry")
+    app.config["EVENTSTREAM_RETRY"] = value
+    events = EventStream(app)
+
+    @app.get("/s")
+    @stream
+    def s() -> t.Any:
+        return events.subscribe("a")
+
+    with app.test_client().get("/s", buffered=False) as rv:
+        assert next(rv.response).startswith(f"retry: {sent}\n".encode())
+    # A poll's "retry" is in milliseconds too: it is wire format, as retry:.
+    assert app.test_client().get("/s?transport=poll").json["retry"] == sent
+
+
+def test_retry_none_sends_no_retry_line() -> None:
+    app = Flask("none")
+    app.config["EVENTSTREAM_RETRY"] = None
+    events = EventStream(app)
+
+    @app.get("/s")
+    @stream
+    def s() -> t.Any:
+        return events.subscribe("a")
+
+    with app.test_client().get("/s", buffered=False) as rv:
+        assert b"retry:" not in next(rv.response)
+
+
+def test_a_retry_in_milliseconds_is_read_with_a_deprecation_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    expected = "EVENTSTREAM_RETRY is in seconds now: 3000 read as 3.0 s; set 3.0"
+    app = Flask("legacy")
+    app.config["EVENTSTREAM_RETRY"] = 3000
+    with pytest.warns(DeprecationWarning, match=expected) as caught:
+        events = EventStream()
+        events.init_app(app)
+    assert caught[0].filename == __file__  # the line that configured it
+    assert warnings_logged(caplog) == [expected]
+    assert events.hub_for(app).settings.retry == 3000
+
+
+def test_the_stream_retry_option_is_in_seconds(app: Flask, events: EventStream) -> None:
+    expected = r"@stream\(retry=...\) is in seconds now: 1500 read as 1.5 s; set 1.5"
+    with pytest.warns(DeprecationWarning, match=expected) as caught:
+
+        @app.get("/old")
+        @stream(retry=1500)
+        def old() -> t.Any:
+            return events.subscribe("a")
+
+    assert caught[0].filename == __file__
+
+    @app.get("/new")
+    @stream(retry=0.5)
+    def new() -> t.Any:
+        return events.subscribe("a")
+
+    client = app.test_client()
+    for path, sent in (("/old", b"retry: 1500\n"), ("/new", b"retry: 500\n")):
+        with client.get(path, buffered=False) as rv:
+            assert next(rv.response).startswith(sent)
+        assert client.get(f"{path}?transport=poll").json["retry"] == int(sent[7:-1])
+
+
+def test_presence_and_rewind_have_app_wide_defaults() -> None:
+    config = {
+        **DEFAULTS,
+        "EVENTSTREAM_PRESENCE": True,
+        "EVENTSTREAM_REWIND": 3,
+        "EVENTSTREAM_NAMESPACES": {"quiet.": {"presence": False}, "p.": {"rewind": 1}},
+    }
+    settings = Settings(config)
+    assert settings.channel("news")[3:] == (True, 3)
+    assert settings.channel("quiet.1")[3:] == (False, 3)
+    assert settings.channel("p.1")[3:] == (True, 1)
+    assert Settings(DEFAULTS).channel("news")[3:] == (False, 0)  # as before
 
 
 def test_several_apps_in_one_process_keep_their_channels_apart() -> None:

@@ -209,7 +209,7 @@ def test_close_channel_reaches_every_worker_through_redis(
 
 
 def test_shutdown_ends_streams_with_a_jittered_retry(app: Flask) -> None:
-    app.config["EVENTSTREAM_RETRY"] = 1000
+    app.config["EVENTSTREAM_RETRY"] = 1.0
     events = EventStream(app)
     client = add_views(app, events)
     results: list[bytes] = []

@@ -72,7 +72,7 @@ class Commands:
 def test_two_hosts_2000_streams_and_a_rolling_restart(
     redis_server: RedisServer,
 ) -> None:
-    config = redis_config(redis_server, RETRY=300)
+    config = redis_config(redis_server, RETRY=0.3)
     hosts = [
         Server("gevent", workers=2, config=config, extra=["--reuse-port"]).start()
         for _ in range(2)

@@ -1,10 +1,13 @@
 """Namespaces: ``EVENTSTREAM_NAMESPACES`` gives the channels that start with
-a prefix their own history, history expiry, event size and rewind; the
-longest prefix wins; a bad one is refused at ``init_app`` with its name.
+a prefix their own history, history expiry, event size, presence and rewind;
+the longest prefix wins; a bad one is refused at ``init_app`` with its name.
+``EVENTSTREAM_PRESENCE`` and ``EVENTSTREAM_REWIND`` are the app-wide defaults
+a namespace overrides.
 """
 
 from __future__ import annotations
 
+import json
 import typing as t
 import uuid
 
@@ -144,3 +147,57 @@ def test_redis_keeps_and_expires_history_per_namespace(
     assert redis.xlen(f"{prefix}stream:news") == 400
     assert 0 < redis.pttl(f"{prefix}stream:user.5") <= 60_000
     assert redis.pttl(f"{prefix}stream:news") == -1  # kept: no global expiry
+
+
+#: App-wide presence and rewind, and namespaces that override each.
+DEFAULTS = {
+    "PRESENCE": True,
+    "REWIND": 2,
+    "NAMESPACES": {
+        "quiet.": {"presence": False, "rewind": 0},
+        "prices.": {"rewind": 1},
+    },
+}
+
+
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def defaults(request: pytest.FixtureRequest) -> t.Iterator[Server]:
+    srv = Server(config=on_backend(request, DEFAULTS)).start()
+    yield srv
+    srv.stop()
+
+
+def test_the_app_wide_rewind_and_a_namespace_s_own(defaults: Server) -> None:
+    for channel, rewound in (("news", 2), ("prices.eth", 1), ("quiet.x", 0)):
+        ids = defaults.publish(channel, "{n}", count=3)
+        stream = RawStream(defaults.url, f"/stream/{channel}")
+        got = stream.open()
+        live = defaults.publish(channel, "live")
+        got += stream.events(1)
+        stream.close()
+        check_delivery(ids[len(ids) - rewound :] + live, got)
+    # A request still asks for its own number.
+    asked = RawStream(defaults.url, "/stream/news?rewind=0")
+    assert asked.open() == []
+    asked.close()
+    assert "Unknown configuration key" not in defaults.output()
+
+
+def test_the_app_wide_presence_and_a_namespace_that_turns_it_off(
+    defaults: Server,
+) -> None:
+    lobby, quiet = f"lobby{uuid.uuid4().hex[:6]}", f"quiet.{uuid.uuid4().hex[:6]}"
+    watcher = RawStream(defaults.url, f"/stream/{lobby},{quiet}")
+    assert watcher.open() == []
+    ada = RawStream(defaults.url, f"/stream/{quiet},{lobby}?user=ada")
+    ada.open()
+    (joined,) = watcher.events(1)
+    assert (joined.event, json.loads(joined.data)) == (
+        "eventstream-join",
+        {"member": "ada"},
+    )
+    marks = defaults.publish(quiet, "mark") + defaults.publish(lobby, "mark")
+    # One join, on the lobby: quiet. announces nothing, before or after.
+    assert [e.id for e in watcher.events(2)] == marks
+    ada.close()
+    watcher.close()

@@ -94,7 +94,7 @@ def test_heartbeats_events_and_the_end_are_the_same_bytes(server: Server) -> Non
 
 
 def test_a_stopping_worker_sends_parked_streams_their_retry_hint() -> None:
-    server = Server("gevent", config={"HEARTBEAT": 60, "RETRY": 1000}).start()
+    server = Server("gevent", config={"HEARTBEAT": 60, "RETRY": 1.0}).start()
     streams = [RawStream(server.url, "/stream/stop").read_head() for _ in range(50)]
     try:
         for raw in streams:

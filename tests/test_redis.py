@@ -512,7 +512,7 @@ def test_flushall_while_streams_are_open_ends_them_once_without_a_gap() -> None:
     every later event, and none ends as lagged after its reset.
     """
     redis = RedisServer().start()  # its own: it is emptied
-    config = {**redis_config(redis), "RETRY": 50}
+    config = {**redis_config(redis), "RETRY": 0.05}
     server = Server("gevent", workers=2, config=config).start()
     try:
         followers = [

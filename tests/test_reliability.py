@@ -54,7 +54,7 @@ def process_gone(pid: int, timeout: float) -> float:
 def test_close_channel_ends_streams_on_every_worker_and_reauthorizes(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    server = Server(workers=3, config=redis_config(redis_server, RETRY=200))
+    server = Server(workers=3, config=redis_config(redis_server, RETRY=0.2))
     server.env["TEST_BANS_FILE"] = str(tmp_path / "bans")
     server.start()
     paths = [f"/stream/room?user=alice{n}" for n in range(10)]
@@ -135,7 +135,7 @@ def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
     redis_server: RedisServer,
 ) -> None:
     server = Server(
-        config=redis_config(redis_server, RETRY=500),
+        config=redis_config(redis_server, RETRY=0.5),
         extra=["--graceful-timeout", "10"],
     ).start()
     crowd = Crowd(server.url, ["/stream/restart"] * 500)
@@ -202,7 +202,7 @@ def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
 def test_sighup_reload_moves_streams_to_the_new_workers(
     redis_server: RedisServer,
 ) -> None:
-    server = Server(workers=2, config=redis_config(redis_server, RETRY=300)).start()
+    server = Server(workers=2, config=redis_config(redis_server, RETRY=0.3)).start()
     crowd = Crowd(server.url, ["/stream/reload"] * 40)
     try:
         crowd.wait_until(lambda: all(m.statuses == [200] for m in crowd.members))
@@ -245,7 +245,7 @@ def test_max_requests_restart_ends_the_streams_of_the_old_worker() -> None:
 
 
 def test_max_lifetime_ends_streams_which_resume_without_loss() -> None:
-    server = Server(config={"MAX_LIFETIME": 1, "RETRY": 100}).start()
+    server = Server(config={"MAX_LIFETIME": 1, "RETRY": 0.1}).start()
     try:
         raw = RawStream(server.url, "/stream/life")
         raw.open()

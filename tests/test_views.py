@@ -26,7 +26,7 @@ def read_all(client: FlaskClient, url: str, **kwargs: t.Any) -> bytes:
 
 def test_generator_view_items(app: Flask, events: EventStream) -> None:
     @app.get("/g")
-    @stream(retry=1000, headers={"X-Extra": "1"})
+    @stream(retry=1.0, headers={"X-Extra": "1"})
     def g() -> t.Any:
         yield Event("e", event="t")
         yield "text"

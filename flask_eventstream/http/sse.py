@@ -18,9 +18,9 @@ from ..hub import Hub
 from ..server import client_socket
 from ..server import close_after
 from ..server import fast_path
+from ..settings import retry_milliseconds
 from ..signals import EndReason
 from ..subscription import Subscription
-from ..wire import Event
 from .cors import cors_headers
 from .stream import chunks
 from .stream import HEARTBEAT
@@ -29,8 +29,8 @@ from .stream import Stream
 
 
 class Options:
-    """A stream's heartbeat and retry: the :func:`stream` options, else the
-    app's settings.
+    """A stream's heartbeat and retry (in milliseconds, as sent): the
+    :func:`stream` options, else the app's settings.
     """
 
     __slots__ = ("heartbeat", "retry", "announce")
@@ -184,7 +184,9 @@ def stream_response(
     return sse_response(body, hub, headers)
 
 
-def check_retry(retry: int | None) -> None:
-    """Refuse a ``retry`` option the ``retry:`` field would refuse."""
-    if retry is not None:
-        Event(retry=retry)
+def retry_option(retry: float | None) -> int | None:
+    """The ``retry:`` delay in milliseconds for a :func:`stream` ``retry``
+    option in seconds (the old form, milliseconds, with a deprecation
+    warning: see :func:`~flask_eventstream.settings.retry_milliseconds`).
+    """
+    return retry_milliseconds(retry, "@stream(retry=...)", stacklevel=3)

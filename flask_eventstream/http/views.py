@@ -35,8 +35,8 @@ from .context import current_hub
 from .cors import STREAM_VIEW
 from .generator import Runner
 from .polling import poll_response
-from .sse import check_retry
 from .sse import Options
+from .sse import retry_option
 from .sse import sse_response
 from .sse import stream_response
 from .sse import unavailable_response
@@ -58,7 +58,7 @@ def stream(view: F) -> F: ...
 def stream(
     *,
     heartbeat: float | None = None,
-    retry: int | None = None,
+    retry: float | None = None,
     headers: t.Mapping[str, str] | None = None,
     announce: bool = True,
 ) -> t.Callable[[F], F]: ...
@@ -68,7 +68,7 @@ def stream(
     view: F | None = None,
     *,
     heartbeat: float | None = None,
-    retry: int | None = None,
+    retry: float | None = None,
     headers: t.Mapping[str, str] | None = None,
     announce: bool = True,
 ) -> F | t.Callable[[F], F]:
@@ -76,8 +76,10 @@ def stream(
 
     :param heartbeat: seconds of silence before a keep-alive comment; default
         ``EVENTSTREAM_HEARTBEAT``.
-    :param retry: the reconnection delay in milliseconds sent to the client
-        when the stream opens; default ``EVENTSTREAM_RETRY``.
+    :param retry: the reconnection delay in seconds sent to the client (as
+        ``retry:``, in milliseconds) when the stream opens; default
+        ``EVENTSTREAM_RETRY``. For one release a value of 100 or more is
+        read as milliseconds, with a :class:`DeprecationWarning`.
     :param headers: extra response headers.
     :param announce: send a client that comes without a cursor the id it
         would resume from, as an ``id:`` line and a blank line before any
@@ -91,14 +93,18 @@ def stream(
     """
     if heartbeat is not None and not heartbeat > 0:
         raise ValueError(f"heartbeat must be a positive number, not {heartbeat!r}.")
-    check_retry(retry)
+    milliseconds = retry_option(retry)
 
     def decorator(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
             rv = fn(*args, **kwargs)
             return respond(
-                rv, heartbeat=heartbeat, retry=retry, headers=headers, announce=announce
+                rv,
+                heartbeat=heartbeat,
+                retry=milliseconds,
+                headers=headers,
+                announce=announce,
             )
 
         setattr(wrapper, STREAM_VIEW, True)
@@ -117,7 +123,9 @@ def respond(
     headers: t.Mapping[str, str] | None = None,
     announce: bool = True,
 ) -> t.Any:
-    """Turn what a :func:`stream` view returned into its response."""
+    """Turn what a :func:`stream` view returned into its response
+    (``retry`` in milliseconds, as sent).
+    """
     if isinstance(rv, (BaseResponse, tuple)):
         return rv
     hub = current_hub()
