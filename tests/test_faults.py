@@ -294,6 +294,11 @@ def test_memory_backend_forgets_least_recent_channels_beyond_its_cap() -> None:
         ("EVENTSTREAM_SEND_TIMEOUT", -1),
         ("EVENTSTREAM_SEND_BUFFER", "big"),
         ("EVENTSTREAM_HISTORY_CHANNELS", 0),
+        ("EVENTSTREAM_REDIS_POOL_SIZE", 0),
+        ("EVENTSTREAM_REDIS_POOL_SIZE", 2.5),
+        ("EVENTSTREAM_REDIS_TIMEOUT", 0),
+        ("EVENTSTREAM_REDIS_BATCH_TIMEOUT", float("inf")),
+        ("EVENTSTREAM_REDIS_IDLE_CHECK", "5"),
     ],
 )
 def test_new_limits_are_checked(key: str, value: t.Any) -> None:

@@ -228,6 +228,7 @@ def test_ids_that_go_backwards_in_an_emptied_store_reach_live_clients(
     told, and get what follows, instead of waiting for the clock.
     """
     config = redis_config(redis_server)
+    config["REDIS_IDLE_CHECK"] = 0.5  # the listener finds the store emptied
     server = Server(config=config).start()
     try:
         # Ids an hour ahead: what the old store had, on a faster clock.

@@ -465,6 +465,28 @@ def test_a_poll_of_many_channels_reads_about_what_it_answers() -> None:
         redis.stop()
 
 
+def test_the_redis_knobs_reach_the_pool_and_the_listener(
+    redis_server: RedisServer,
+) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        EVENTSTREAM_BACKEND=redis_server.url,
+        EVENTSTREAM_REDIS_PREFIX=f"knobs-{uuid.uuid4().hex[:6]}:",
+        EVENTSTREAM_REDIS_POOL_SIZE=2,
+        EVENTSTREAM_REDIS_TIMEOUT=1.5,
+        EVENTSTREAM_REDIS_IDLE_CHECK=0.25,
+    )
+    events = EventStream(app)
+    backend = events.hub_for(app).backend
+    try:
+        pool = backend.store.client.connection_pool  # type: ignore[attr-defined]
+        assert (pool.max_connections, pool.timeout) == (2, 1.5)
+        assert pool.connection_kwargs["socket_timeout"] == 1.5
+        assert backend.listener.idle == 0.25  # type: ignore[attr-defined]
+    finally:
+        backend.close()
+
+
 def test_a_publish_error_tells_not_stored_from_outcome_unknown() -> None:
     """Redis paused past the store's socket timeout: the command was sent,
     no answer came, and the event is stored once Redis resumes, so the
@@ -476,6 +498,7 @@ def test_a_publish_error_tells_not_stored_from_outcome_unknown() -> None:
     app = Flask(__name__)
     app.config["EVENTSTREAM_BACKEND"] = redis.url
     app.config["EVENTSTREAM_REDIS_PREFIX"] = "outcome:"
+    app.config["EVENTSTREAM_REDIS_TIMEOUT"] = 1  # the wait for an answer
     events = EventStream(app)
     client = redis.client()
     assert redis.proc is not None
