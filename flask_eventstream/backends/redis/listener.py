@@ -91,7 +91,7 @@ class Listener:
 
     def listen(self, key: bytes, channel: str) -> None:
         """Receive stream ``key`` (of ``channel``) from a point no later than
-        now: see :meth:`RedisBackend.listen`.
+        now: see :meth:`.RedisBackend.listen`.
         """
         # What Redis is told changes with the state, in the same order: an
         # UNSUBSCRIBE sent after a later SUBSCRIBE would silence the channel.

@@ -218,7 +218,7 @@ end
 return epoch or ''
 """
 
-#: The Lua script of :meth:`RedisBackend.read`: the store's newest key and
+#: The Lua script of :meth:`.Store.read`: the store's newest key and
 #: epoch, then, unless the epoch is not the cursor's (``ARGV[4]``) or the
 #: cursor (``ARGV[1]``) is past the newest key, for each stream (``KEYS[3]``
 #: on) what tells whether entries after the cursor were trimmed: its length
