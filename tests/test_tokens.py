@@ -167,6 +167,13 @@ def test_a_value_that_is_not_a_subscriber_token_is_left_to_authorize(
             headers=headers,
         )
         assert answer.status_code == 200, (url, headers, said(answer))
+    if secret is not None:  # ours in the header, the app's own in the URL
+        ours = token(app, "room")
+        mixed = client.get(
+            "/events/room?transport=poll&token=whatever",
+            headers={"Authorization": f"Bearer {ours}"},
+        )
+        assert mixed.status_code == 200, said(mixed)
     for url, headers in [
         ("/events/room?transport=poll&token=whatever", {}),
         ("/events/room?transport=poll", {"Authorization": "Bearer whatever"}),

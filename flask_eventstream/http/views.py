@@ -25,6 +25,7 @@ import typing as t
 from flask import current_app
 from flask import request
 from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import BackendUnavailable
@@ -98,7 +99,12 @@ def stream(
     def decorator(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-            rv = fn(*args, **kwargs)
+            try:
+                rv = fn(*args, **kwargs)
+            except BackendUnavailable as error:
+                # Raised by subscribe() itself (checking a token): answered
+                # as an outage found later is, never a 500.
+                return unavailable(error, heartbeat, milliseconds, headers)
             return respond(
                 rv,
                 heartbeat=heartbeat,
@@ -113,6 +119,26 @@ def stream(
     if view is not None:
         return decorator(view)
     return decorator
+
+
+def unavailable(
+    error: BackendUnavailable,
+    heartbeat: float | None,
+    retry: int | None,
+    headers: t.Mapping[str, str] | None,
+) -> t.Any:
+    """The answer when the backend cannot be reached before a subscription
+    opened: a stream's pause (``EventSource`` retries), a poll's 503.
+    """
+    hub = current_hub()
+    if request.args.get("transport", "eventsource") == "eventsource":
+        options = Options(hub, heartbeat, retry, True)
+        return unavailable_response(hub, options, headers, request.path)
+    hub.count("errors")
+    hub.logger.warning("Poll of %s not answered: %s", request.path, error)
+    refused = ServiceUnavailable(f"Events cannot be read now: {error}")
+    refused.retry_after = 2
+    raise refused from None
 
 
 def respond(
