@@ -10,6 +10,11 @@ from flask_eventstream import Event
 from flask_eventstream.testing import Parser
 
 
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP/1.1 chunk, as a server frames a write."""
+    return b"%X\r\n%b\r\n" % (len(data), data)
+
+
 class RawStream:
     """An HTTP/1.1 GET over a plain socket: the head as sent, then the body
     de-chunked, with a deadline on every read.
@@ -30,10 +35,14 @@ class RawStream:
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
-        self.sock.connect((host, int(port)))
         lines = [f"GET {path} HTTP/{version}", f"Host: {host}:{port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        try:
+            self.sock.connect((host, int(port)))
+            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        except BaseException:
+            self.sock.close()  # refused (a server restarting): no socket left open
+            raise
         self._buffer = b""
         self.status = 0
         self.headers: dict[str, str] = {}

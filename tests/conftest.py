@@ -356,6 +356,18 @@ def redis_server() -> t.Iterator[RedisServer]:
     server.stop()
 
 
+def redis_config(redis: RedisServer, **extra: t.Any) -> dict[str, t.Any]:
+    """A server's config on ``redis``, under a key prefix of its own (tests
+    share the session's redis-server), with ``extra`` settings.
+    """
+    config: dict[str, t.Any] = {
+        "BACKEND": redis.url,
+        "REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
+    }
+    config.update(extra)
+    return config
+
+
 def on_backend(
     request: pytest.FixtureRequest, config: dict[str, t.Any] | None = None
 ) -> dict[str, t.Any]:
@@ -364,6 +376,5 @@ def on_backend(
     """
     config = dict(config or {})
     if request.param == "redis":
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        config.update(BACKEND=redis.url, REDIS_PREFIX=f"t{uuid.uuid4().hex[:8]}:")
+        config = redis_config(request.getfixturevalue("redis_server"), **config)
     return config

@@ -10,10 +10,10 @@ import typing as t
 
 import pytest
 from clients import RawStream
+from conftest import redis_config
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
-from test_redis import redis_config
 
 from flask_eventstream import WorkerReport
 

@@ -11,6 +11,7 @@ import typing as t
 import uuid
 
 import pytest
+from clients import chunk
 from clients import RawStream
 from conftest import RedisServer
 from conftest import Server
@@ -30,10 +31,6 @@ def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     server = Server("gevent", config=config).start()
     yield server
     server.stop()
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%X\r\n%b\r\n" % (len(data), data)
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.0"])

@@ -200,7 +200,7 @@ def test_widget_on_another_origin_follows_with_a_token(browser: Browser) -> None
                  source.onerror = (e) => resolve({status: e.status,
                                                   message: e.message});
                })""",
-            f"{server.url}/events/order.42?token=abc.def",
+            f"{server.url}/events/order.42?token=eventstream-1.abc.def",
         )
         assert failure["status"] == 403
         assert "signature does not match" in failure["message"]

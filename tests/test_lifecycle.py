@@ -21,6 +21,7 @@ import uuid
 
 import httpx
 import pytest
+from clients import chunk
 from clients import RawStream
 from conftest import RedisServer
 from conftest import require
@@ -45,10 +46,6 @@ FAST_PATH_WARNING = re.compile(
 DESCRIPTOR_WARNING = re.compile(
     r"RLIMIT_NOFILE|descriptor limit|file descriptors|ulimit -n", re.IGNORECASE
 )
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%X\r\n%b\r\n" % (len(data), data)
 
 
 #: A heartbeat, framed as gunicorn frames a write.

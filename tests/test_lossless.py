@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import typing as t
-import uuid
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import pytest
 from clients import Follower
 from clients import RawStream
 from conftest import on_backend
+from conftest import redis_config
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
@@ -30,15 +30,6 @@ from flask_eventstream.testing import check_delivery
 from flask_eventstream.testing import parse
 
 RESET = "eventstream-reset"
-
-
-def redis_config(redis: RedisServer, **extra: t.Any) -> dict[str, t.Any]:
-    config: dict[str, t.Any] = {
-        "BACKEND": redis.url,
-        "REDIS_PREFIX": f"l{uuid.uuid4().hex[:8]}:",
-    }
-    config.update(extra)
-    return config
 
 
 def run_app(server: Server, code: str) -> list[str]:

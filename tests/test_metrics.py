@@ -10,12 +10,12 @@ import httpx
 import pytest
 from clients import RawStream
 from conftest import add_views
+from conftest import redis_config
 from conftest import RedisServer
 from conftest import Server
 from flask import Flask
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest
-from test_redis import redis_config
 
 from flask_eventstream import EventStream
 from flask_eventstream import Presence

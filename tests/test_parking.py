@@ -10,6 +10,7 @@ import typing as t
 
 import httpx
 import pytest
+from clients import chunk
 from clients import RawStream
 from conftest import Server
 
@@ -22,10 +23,6 @@ def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     server = Server("gevent", config=config).start()
     yield server
     server.stop()
-
-
-def chunk(data: bytes) -> bytes:
-    return b"%X\r\n%b\r\n" % (len(data), data)
 
 
 def parked(server: Server) -> bool:

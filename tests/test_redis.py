@@ -17,6 +17,7 @@ import pytest
 from clients import Follower
 from clients import Proxy
 from clients import RawStream
+from conftest import redis_config
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
@@ -30,10 +31,6 @@ from flask_eventstream import PublishOutcomeUnknown
 from flask_eventstream.testing import check_delivery
 
 pytestmark = pytest.mark.redis
-
-
-def redis_config(redis: RedisServer) -> dict[str, t.Any]:
-    return {"BACKEND": redis.url, "REDIS_PREFIX": f"it-{uuid.uuid4().hex[:8]}:"}
 
 
 @pytest.fixture(scope="module")

@@ -12,25 +12,15 @@ import sys
 import threading
 import time
 import typing as t
-import uuid
 from pathlib import Path
 
 import httpx
 from clients import Crowd
 from clients import RawStream
+from conftest import redis_config
 from conftest import RedisServer
 from conftest import Server
 from conftest import TESTS
-
-
-def redis_config(redis_server: RedisServer, **extra: t.Any) -> dict[str, t.Any]:
-    # A key prefix of its own: tests share the session's redis-server.
-    config = {
-        "BACKEND": redis_server.url,
-        "REDIS_PREFIX": f"t{uuid.uuid4().hex[:8]}:",
-    }
-    config.update(extra)
-    return config
 
 
 def process_gone(pid: int, timeout: float) -> float:

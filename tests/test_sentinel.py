@@ -111,7 +111,7 @@ class Publisher:
             try:
                 event = self.events.publish(channel, data)
             except PublishError as error:
-                self.errors.append(str(error))
+                self.errors.append(f"{type(error).__name__}: {error}")
                 now = time.monotonic()
                 self.refused = [self.refused[0] if self.refused else now, now]
                 return None
@@ -176,7 +176,10 @@ def test_a_failover_with_clients_attached_loses_nothing_silently(
         stop.set()
         thread.join(10)
         assert deployment.primary_port() == deployment.replica.port != old
-        assert all("Redis could not store" in error for error in publisher.errors)
+        # Refused while no primary answered, or lost in flight at the kill:
+        # each says which, never a bare PublishError.
+        kinds = ("PublishNotStored: ", "PublishOutcomeUnknown: ")
+        assert all(error.startswith(kinds) for error in publisher.errors)
         first, last = publisher.refused
         print(
             f"publish refused for {last - first:.1f} s ({len(publisher.errors)} tries)"
