@@ -1,4 +1,4 @@
-"""The app of ``tests/test_lifecycle.py``: a stream's life from its admission
+"""The app of ``tests/streams/test_lifecycle.py``: a stream's life from its admission
 to the exit of the worker that serves it, under gunicorn's gevent worker.
 
 Configured like ``serverapp`` (``FLASK_EVENTSTREAM_*`` from the environment),
@@ -106,7 +106,8 @@ events = EventStream()
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config.from_prefixed_env()
-    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or "the lifecycle tests' key"
+    secret = app.config["SECRET_KEY"] or "the lifecycle tests' key, long enough"
+    app.config["SECRET_KEY"] = secret
     events.init_app(app)
 
     @events.authorize

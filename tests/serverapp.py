@@ -30,7 +30,8 @@ events = EventStream()
 def create_app() -> Flask:
     app = Flask(__name__)
     app.config.from_prefixed_env()
-    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or "the tests' secret"
+    secret = app.config["SECRET_KEY"] or "the tests' secret, long enough to sign"
+    app.config["SECRET_KEY"] = secret
     events.init_app(app)
 
     # Users banned by POST /ban, in a file every worker reads.

@@ -32,7 +32,7 @@ def create_app() -> Flask:
     """The app, configured from ``FLASK_EVENTSTREAM_*`` in the environment."""
     app = Flask(__name__)
     app.config.from_prefixed_env()
-    app.config["SECRET_KEY"] = "the shared-tab tests' secret"
+    app.config["SECRET_KEY"] = "the shared-tab tests' secret, long enough"
     app.config["SESSION_REFRESH_EACH_REQUEST"] = True
     app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=1)
     events.init_app(app)

@@ -156,7 +156,7 @@ class Batcher:
         try:
             # Connected (and checked) before anything is written: an error
             # here means that nothing of the batch reached Redis.
-            held: t.Any = pool.get_connection()
+            held: t.Any = _connection(pool)
         except redis.RedisError as error:
             unsent = NotSent(f"{type(error).__name__}: {error}")
             unsent.__cause__ = error
@@ -205,3 +205,13 @@ class Batcher:
                 call.reply = append_reply(reply)
             except Exception as error:  # a bug: the caller hears of it
                 call.error = error
+
+
+def _connection(pool: t.Any) -> t.Any:
+    """A connection of ``pool``: redis-py before 5.3 requires a command name,
+    later ones warn that it is deprecated.
+    """
+    try:
+        return pool.get_connection()
+    except TypeError:  # missing 1 required positional argument: 'command_name'
+        return pool.get_connection("EVALSHA")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from browsers import CHROMIUM_ARGS
 from conftest import require
 from conftest import ROOT
 from conftest import Server
 from playwright.sync_api import Browser
 from playwright.sync_api import Page
 from playwright.sync_api import sync_playwright
-from test_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

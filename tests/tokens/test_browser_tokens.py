@@ -9,11 +9,11 @@ import json
 import typing as t
 
 import pytest
+from browsers import browser  # noqa: F401 - the module's Chromium
+from browsers import open_page
+from browsers import received
 from conftest import Server
 from playwright.sync_api import Browser
-from test_browser import browser  # noqa: F401 - the module's Chromium
-from test_browser import open_page
-from test_browser import received
 from test_tokens import server_token
 
 pytestmark = pytest.mark.browser

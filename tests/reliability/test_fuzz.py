@@ -21,6 +21,9 @@ from hypothesis import strategies as st
 
 from flask_eventstream.testing import parse
 
+#: More than ten seconds a test: not in the fast core (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     max_examples=150,
     deadline=None,

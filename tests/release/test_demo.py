@@ -5,11 +5,11 @@ from __future__ import annotations
 import typing as t
 
 import pytest
+from browsers import CHROMIUM_ARGS
 from conftest import require
 from conftest import ROOT
 from conftest import Server
 from playwright.sync_api import sync_playwright
-from test_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 

@@ -191,6 +191,9 @@ READ_TWO = """
 import sys
 from flask_eventstream.client import EventSource
 
+#: More than ten seconds a test: not in the fast core (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 with EventSource(sys.argv[1], last_event_id=sys.argv[2], timeout=10) as source:
     events = iter(source)
     print(next(events).id, next(events).id)

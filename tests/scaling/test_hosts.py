@@ -19,7 +19,7 @@ from test_lossless import run_app
 
 from flask_eventstream.testing import check_delivery
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 CHANNELS = 20
 RESET = "eventstream-reset"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "flask_eventstream"
+PACKAGE = Path(__file__).resolve().parents[2] / "flask_eventstream"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 #: Private names of other libraries' objects the package uses on purpose.

@@ -6,35 +6,14 @@ import json
 import typing as t
 
 import pytest
+from browsers import browser as browser  # the module's Chromium (a fixture)
+from browsers import open_page
+from browsers import received
 from clients import Proxy
-from conftest import require
 from conftest import Server
 from playwright.sync_api import Browser
-from playwright.sync_api import Page
-from playwright.sync_api import sync_playwright
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> t.Iterator[Browser]:
-    executable = require("chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +21,6 @@ def server() -> t.Iterator[Server]:
     srv = Server("gevent", config={"RETRY": 0.3}).start()
     yield srv
     srv.stop()
-
-
-def open_page(browser: Browser, url: str) -> Page:
-    page = browser.new_page()
-    page.set_default_timeout(20_000)
-    page.goto(url)
-    page.wait_for_function("window.opened >= 1")
-    return page
-
-
-def received(page: Page) -> list[dict[str, str]]:
-    return t.cast(list[dict[str, str]], page.evaluate("window.received"))
 
 
 def test_every_mode_receives_the_same_500_events(

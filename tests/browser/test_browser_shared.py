@@ -13,13 +13,13 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from browsers import browser  # noqa: F401 - the module's Chromium
+from browsers import received
 from conftest import Server
 from playwright.sync_api import Browser
 from playwright.sync_api import BrowserContext
 from playwright.sync_api import Page
 from playwright.sync_api import Route
-from test_browser import browser  # noqa: F401 - the module's Chromium
-from test_browser import received
 
 from flask_eventstream.testing import check_delivery
 from flask_eventstream.wire import Event

@@ -10,6 +10,9 @@ import pytest
 from conftest import require
 from conftest import ROOT
 
+#: More than ten seconds a test: not in the fast core (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def benchmark(name: str) -> t.Any:
     """Import ``benchmarks/<name>.py``."""

@@ -10,12 +10,12 @@ import typing as t
 import uuid
 
 import pytest
+from browsers import browser  # noqa: F401 - the module's Chromium
+from browsers import open_page
 from conftest import RedisServer
 from conftest import Server
 from playwright.sync_api import Browser
 from playwright.sync_api import Page
-from test_browser import browser  # noqa: F401 - the module's Chromium
-from test_browser import open_page
 from test_presence import make_server
 from test_presence import wait_presence
 
