@@ -21,6 +21,9 @@ from conftest import Server
 from test_quickstart import check_quickstart
 from test_quickstart import readme_blocks
 
+#: More than ten seconds a test: not in the fast core (-m 'not slow').
+pytestmark = pytest.mark.slow
+
 
 def clean_venv(path: Path, *requirements: str, base: str | None = None) -> Path:
     """A new virtualenv at ``path`` with only ``requirements``; its python.
@@ -190,9 +193,6 @@ def test_the_browser_client_s_types_check_with_typescript(tmp_path: Path) -> Non
 READ_TWO = """
 import sys
 from flask_eventstream.client import EventSource
-
-#: More than ten seconds a test: not in the fast core (-m 'not slow').
-pytestmark = pytest.mark.slow
 
 with EventSource(sys.argv[1], last_event_id=sys.argv[2], timeout=10) as source:
     events = iter(source)

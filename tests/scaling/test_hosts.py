@@ -117,7 +117,10 @@ def test_two_hosts_2000_streams_and_a_rolling_restart(
               f" {trips_after:.2f} round trips, {commands:.2f} and"
               f" {commands_after:.2f} commands, {receivers} pub/sub"
               " deliveries (one per worker)")  # fmt: skip
-        assert 1 <= trips_after < 1.1, per_event
+        # The publisher's one script per event, and the presence timers'
+        # (bounded above: 80 in 200 events); a read per worker per event
+        # would be 5 round trips an event.
+        assert 1 <= trips_after < 1.4, per_event
         assert commands_after < commands * 1.1, per_event
         members = [m for crowd in crowds for m in crowd.members]
         assert len(members) == 2000
