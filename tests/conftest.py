@@ -148,6 +148,13 @@ class Server:
         pids.discard("")
         return len(pids)
 
+    def __enter__(self) -> Server:
+        """Started: ``with Server(...) as server: yield server`` in a fixture."""
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)

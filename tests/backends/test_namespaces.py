@@ -110,9 +110,8 @@ def test_memory_history_per_namespace() -> None:
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    srv = Server(config=on_backend(request, {"NAMESPACES": NAMESPACES})).start()
-    yield srv
-    srv.stop()
+    with Server(config=on_backend(request, {"NAMESPACES": NAMESPACES})) as srv:
+        yield srv
 
 
 def test_a_namespace_rewinds_by_default(server: Server) -> None:
@@ -162,9 +161,8 @@ DEFAULTS = {
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def defaults(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    srv = Server(config=on_backend(request, DEFAULTS)).start()
-    yield srv
-    srv.stop()
+    with Server(config=on_backend(request, DEFAULTS)) as srv:
+        yield srv
 
 
 def test_the_app_wide_rewind_and_a_namespace_s_own(defaults: Server) -> None:

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 0.3}).start()
-    yield srv
-    srv.stop()
+    with Server("gevent", config={"RETRY": 0.3}) as srv:
+        yield srv
 
 
 def test_every_mode_receives_the_same_500_events(

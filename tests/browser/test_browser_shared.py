@@ -29,9 +29,8 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 0.3}).start()
-    yield srv
-    srv.stop()
+    with Server("gevent", config={"RETRY": 0.3}) as srv:
+        yield srv
 
 
 def tabs(browser: Browser, server: Server, mode: str, channel: str) -> list[Page]:  # noqa: F811
@@ -368,9 +367,8 @@ def test_a_tab_that_joins_later_gets_its_rewind(
 @pytest.fixture
 def small_polls() -> t.Iterator[Server]:
     """Polls that answer two events at most: catching up takes pages."""
-    srv = Server("gevent", config={"RETRY": 0.3, "POLL_BATCH": 2}).start()
-    yield srv
-    srv.stop()
+    with Server("gevent", config={"RETRY": 0.3, "POLL_BATCH": 2}) as srv:
+        yield srv
 
 
 def test_a_frozen_leader_hands_over_and_catches_up_when_it_resumes(

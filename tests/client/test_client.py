@@ -38,9 +38,8 @@ from flask_eventstream.testing import check_delivery
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"RETRY": 0.1}).start()
-    yield srv
-    srv.stop()
+    with Server("gevent", config={"RETRY": 0.1}) as srv:
+        yield srv
 
 
 def collect(source: EventSource, count: int) -> list[Event]:

@@ -24,11 +24,10 @@ pytestmark = pytest.mark.redis
 def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
     # --reuse-port: the kernel spreads connections over both workers (without
     # it one worker may accept them all, and the stats test needs both).
-    srv = Server(
+    with Server(
         "gevent", workers=2, config=redis_config(redis_server), extra=["--reuse-port"]
-    ).start()
-    yield srv
-    srv.stop()
+    ) as srv:
+        yield srv
 
 
 def flask(server: Server, *args: str) -> list[str]:

@@ -46,9 +46,8 @@ def make_server(redis: RedisServer, workers: int) -> Server:
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     workers = 3 if request.param == "redis" else 1
-    srv = Server(config=on_backend(request, PRESENCE), workers=workers).start()
-    yield srv
-    srv.stop()
+    with Server(config=on_backend(request, PRESENCE), workers=workers) as srv:
+        yield srv
 
 
 def presence(server: Server, channel: str) -> dict[str, t.Any]:

@@ -16,14 +16,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def demo() -> t.Iterator[Server]:
-    srv = Server(
+    with Server(
         "gevent",
         app="app:app",
         extra=["--chdir", str(ROOT / "examples" / "demo")],
         health="/",
-    ).start()
-    yield srv
-    srv.stop()
+    ) as srv:
+        yield srv
 
 
 def test_demo_page_shows_what_the_form_publishes(demo: Server) -> None:

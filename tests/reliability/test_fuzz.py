@@ -33,9 +33,8 @@ FUZZ = settings(
 
 @pytest.fixture(scope="module")
 def fuzz_server() -> t.Iterator[Server]:
-    server = Server(config={"POLL_TIMEOUT": 0.3, "HEARTBEAT": 0.2}).start()
-    yield server
-    server.stop()
+    with Server(config={"POLL_TIMEOUT": 0.3, "HEARTBEAT": 0.2}) as server:
+        yield server
 
 
 # Bytes as they may come off the network: any byte but the ones that end a

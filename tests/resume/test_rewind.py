@@ -19,9 +19,8 @@ from flask_eventstream.wire import Parser
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    srv = Server(config=on_backend(request)).start()
-    yield srv
-    srv.stop()
+    with Server(config=on_backend(request)) as srv:
+        yield srv
 
 
 def test_a_stream_rewinds_then_goes_live(server: Server) -> None:

@@ -35,9 +35,8 @@ pytestmark = pytest.mark.redis
 
 @pytest.fixture(scope="module")
 def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
-    srv = Server("gevent", workers=3, config=redis_config(redis_server)).start()
-    yield srv
-    srv.stop()
+    with Server("gevent", workers=3, config=redis_config(redis_server)) as srv:
+        yield srv
 
 
 def publisher(

@@ -28,9 +28,8 @@ from flask_eventstream.ids import format_id
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     # No heartbeat comes between the bytes a test expects.
     config = {"DIRECT_WRITES": request.param, "SEND_BUFFER": 4096, "HEARTBEAT": 60}
-    server = Server("gevent", config=config).start()
-    yield server
-    server.stop()
+    with Server("gevent", config=config) as server:
+        yield server
 
 
 @pytest.mark.parametrize("version", ["1.1", "1.0"])

@@ -81,9 +81,8 @@ def ends_within(raw: RawStream, seconds: float) -> bool:
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
     """The lifecycle app with the default settings (heartbeat 0.5 s)."""
-    srv = Server(app=APP).start()
-    yield srv
-    srv.stop()
+    with Server(app=APP) as srv:
+        yield srv
 
 
 # -- 1. a worker that exits in the middle of an event ---------------------

@@ -20,9 +20,8 @@ from flask_eventstream import Event
 @pytest.fixture(scope="module", params=[True, False], ids=["parked", "off"])
 def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
     config = {"DIRECT_WRITES": request.param, "HEARTBEAT": 0.3}
-    server = Server("gevent", config=config).start()
-    yield server
-    server.stop()
+    with Server("gevent", config=config) as server:
+        yield server
 
 
 def parked(server: Server) -> bool:

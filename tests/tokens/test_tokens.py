@@ -222,9 +222,8 @@ def test_close_channel_revokes_the_tokens_issued_before_it() -> None:
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent").start()
-    yield srv
-    srv.stop()
+    with Server("gevent") as srv:
+        yield srv
 
 
 def server_token(server: Server, channels: str, expires_in: float = 3600) -> str:

@@ -15,9 +15,8 @@ from conftest import Server
 
 @pytest.fixture(scope="module")
 def server() -> t.Iterator[Server]:
-    srv = Server("gevent", config={"POLL_TIMEOUT": 3}).start()
-    yield srv
-    srv.stop()
+    with Server("gevent", config={"POLL_TIMEOUT": 3}) as srv:
+        yield srv
 
 
 def poll(server: Server, path: str, **params: t.Any) -> httpx.Response:
