@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -214,6 +215,25 @@ class Server:
         return t.cast(
             dict[str, t.Any], httpx.get(self.url + "/debug", timeout=5).json()
         )
+
+    def ended(self, channels: str) -> list[str]:
+        """Why each stream of exactly ``channels`` (comma-separated) ended,
+        as the server logged it (see appkit), oldest first.
+        """
+        names = ", ".join(channels.split(","))
+        pattern = re.compile(rf"ended <Subscription {re.escape(names)}>: (\w+)")
+        return pattern.findall(self.output())
+
+    def wait_ended(self, channels: str, reason: str, timeout: float = 10.0) -> None:
+        """Wait until a stream of ``channels`` ended for ``reason``; fail at the
+        deadline with the reasons it did end for.
+        """
+        deadline = time.monotonic() + timeout
+        while reason not in self.ended(channels):
+            if time.monotonic() > deadline:
+                found = self.ended(channels)
+                raise AssertionError(f"no {channels} stream ended {reason!r}: {found}")
+            time.sleep(0.05)
 
     def wait_for(
         self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float = 10.0

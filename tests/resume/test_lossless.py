@@ -347,6 +347,7 @@ def test_a_revocation_during_a_slow_authorize_is_not_missed(
         body = stream.read_to_end(timeout=5)  # ended: bob must authorize again
         stream.close()
         assert b"private-after-revoke" not in body
+        server.wait_ended("slowauth-room", "revoked")
         again = RawStream(server.url, f"{view}slowauth-room?user=bob").read_head()
         assert again.status == 403
         again.close()

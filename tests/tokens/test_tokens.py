@@ -250,6 +250,7 @@ def test_a_stream_ends_when_its_token_expires(server: Server) -> None:
     tail = stream.read_to_end(timeout=10)
     ended = time.monotonic() - started
     stream.close()
+    server.wait_ended("secret-a", "expired")
     assert ended < 4, ended  # at the expiry (2 s), seen within a monitor round
     assert tail.rstrip().splitlines()[-1].startswith(b"retry: ")
     again = httpx.get(f"{server.url}{path}", timeout=5)
@@ -307,6 +308,7 @@ def test_a_token_client_that_reconnects_after_a_revoke_is_refused(
         httpx.post(srv.url + "/close", data={"channel": "secret-room"}, timeout=5)
         stream.read_to_end(timeout=5)  # ended by the close
         stream.close()
+        srv.wait_ended("secret-room", "revoked")
         srv.publish("secret-room", "private-after-revoke")
         again = httpx.get(srv.url + path, timeout=5)
         assert again.status_code == 403
