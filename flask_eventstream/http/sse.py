@@ -112,7 +112,15 @@ class Events:
     def take(self, timeout: float) -> list[bytes] | None:
         sub = self.sub
         if self._replaying:
-            records = sub.more()
+            try:
+                records = sub.more()
+            except BackendUnavailable as error:
+                # A later page could not be read (a crowd took the pool): the
+                # stream ends with its hint, its client resumes from its cursor.
+                sub.hub.count("errors")
+                sub.hub.logger.warning("Replay of %s cut short: %s", sub, error)
+                sub.close(EndReason.UNAVAILABLE)
+                return None
             if records:
                 sub.hub.count("delivered", len(records))
                 return chunks(records)
