@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The slow test files first: run four at a time, the long
+    """The slow test files first: run in parallel, the long
     ones start at once rather than last, when the others are done.
     """
     items.sort(key=lambda item: not item.get_closest_marker("slow"))
