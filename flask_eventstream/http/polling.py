@@ -49,11 +49,7 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
         records, announce = sub.open(limit) if longpoll else sub.replay(limit)
     except BackendUnavailable as error:
         sub.close("unavailable")
-        hub.count("errors")
-        hub.logger.warning("Poll of %s not answered: %s", sub, error)
-        unavailable = ServiceUnavailable(f"Events cannot be read now: {error}")
-        unavailable.retry_after = 2
-        raise unavailable from None
+        refuse_poll(hub, sub, error)
     # A client that polls is present until one poll timeout after this
     # answer (a long-poll's answer comes within its timeout), where presence
     # is on. Taken after the read, as a stream's: the client's position is
@@ -76,6 +72,17 @@ def poll_response(sub: Subscription, options: Options, *, longpoll: bool) -> Res
     response.headers["X-Content-Type-Options"] = "nosniff"
     cors_headers(response, hub.settings)
     return response
+
+
+def refuse_poll(hub: Hub, what: object, error: BackendUnavailable) -> t.NoReturn:
+    """A poll the backend cannot answer now: a 503 that says when to retry,
+    counted and logged.
+    """
+    hub.count("errors")
+    hub.logger.warning("Poll of %s not answered: %s", what, error)
+    unavailable = ServiceUnavailable(f"Events cannot be read now: {error}")
+    unavailable.retry_after = 2
+    raise unavailable from None
 
 
 class LongPoll:

@@ -25,7 +25,6 @@ import typing as t
 from flask import current_app
 from flask import request
 from werkzeug.exceptions import BadRequest
-from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..errors import BackendUnavailable
@@ -36,6 +35,7 @@ from .context import current_hub
 from .cors import STREAM_VIEW
 from .generator import Runner
 from .polling import poll_response
+from .polling import refuse_poll
 from .sse import Options
 from .sse import retry_option
 from .sse import sse_response
@@ -134,11 +134,7 @@ def unavailable(
     if request.args.get("transport", "eventsource") == "eventsource":
         options = Options(hub, heartbeat, retry, True)
         return unavailable_response(hub, options, headers, request.path)
-    hub.count("errors")
-    hub.logger.warning("Poll of %s not answered: %s", request.path, error)
-    refused = ServiceUnavailable(f"Events cannot be read now: {error}")
-    refused.retry_after = 2
-    raise refused from None
+    refuse_poll(hub, request.path, error)
 
 
 def respond(

@@ -405,21 +405,30 @@ def test_endless_comments_are_read_without_limit_and_close_ends_them() -> None:
     assert not reader.is_alive() and got == []
 
 
-def test_retry_zero_does_not_reconnect_in_a_hot_loop() -> None:
-    def answer(sock: socket.socket, n: int, request: dict[str, bytes]) -> None:
-        _stream(sock, b"retry: 0\n\n")
-
+def _connections_in_two_seconds(
+    answer: t.Callable[[socket.socket, int, dict[str, bytes]], None], *, after: int
+) -> tuple[Hostile, EventSource, int, list[t.Any]]:
+    """How many connections a client makes to a hostile server in the two
+    seconds after its first ``after``: the window is the measure.
+    """
     hostile = Hostile(answer)
     source = EventSource(f"{hostile.url}/s", timeout=5)
     reader, got = _read_in_thread(source)
-    assert until(lambda: len(hostile.requests) >= 2)
-    # The window is the measure: how many connections fit in two seconds.
+    assert until(lambda: len(hostile.requests) >= after)
     start = len(hostile.requests)
     hostile.stop.wait(2)
     made = len(hostile.requests) - start
     source.close()
     reader.join(10)
     hostile.close()
+    return hostile, source, made, got
+
+
+def test_retry_zero_does_not_reconnect_in_a_hot_loop() -> None:
+    def answer(sock: socket.socket, n: int, request: dict[str, bytes]) -> None:
+        _stream(sock, b"retry: 0\n\n")
+
+    _, source, made, got = _connections_in_two_seconds(answer, after=2)
     # Back-off from a floor of 100 ms, doubling: at most 5 in 2 s (the code
     # before it made about 2,400).
     assert made <= 6, made
@@ -436,16 +445,7 @@ def test_5xx_answers_in_a_loop_back_off() -> None:
                 b"Content-Length: 4\r\nConnection: close\r\n\r\nbusy"
             )
 
-    hostile = Hostile(answer)
-    source = EventSource(f"{hostile.url}/s", timeout=5)
-    reader, got = _read_in_thread(source)
-    assert until(lambda: len(hostile.requests) >= 3)
-    start = len(hostile.requests)
-    hostile.stop.wait(2)
-    made = len(hostile.requests) - start
-    source.close()
-    reader.join(10)
-    hostile.close()
+    hostile, source, made, got = _connections_in_two_seconds(answer, after=3)
     assert made <= 6, made
     assert source.status == 503 and got == []
     # Each gap at least the floor; they grow (the jitter keeps each within
