@@ -92,6 +92,15 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: t.IO[bytes] | None = None
         self.final_output = ""
+        # One client for the test's own requests: a new httpx client costs
+        # tens of milliseconds (its TLS context), more than a request here.
+        # No kept-alive connection, as httpx.get: each request a new one, so
+        # several workers share them as they would a browser's.
+        self.http = httpx.Client(
+            base_url=self.url,
+            timeout=30,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def command(self) -> list[str]:
         if self.kind == "flask":
@@ -144,7 +153,7 @@ class Server:
         from concurrent.futures import ThreadPoolExecutor
 
         def pid(_: int) -> str:
-            response = httpx.get(self.url + self.health, timeout=1)
+            response = self.http.get(self.health, timeout=1)
             if not response.is_success:
                 return ""
             return response.headers.get("x-worker-pid", "up")
@@ -199,14 +208,12 @@ class Server:
         form = {"channel": channel, "data": data, "count": str(count)}
         if event is not None:
             form["event"] = event
-        response = httpx.post(self.url + "/publish", data=form, timeout=30)
+        response = self.http.post("/publish", data=form)
         response.raise_for_status()
         return t.cast(list[str], response.json())
 
     def stats(self) -> dict[str, t.Any]:
-        return t.cast(
-            dict[str, t.Any], httpx.get(self.url + "/stats", timeout=5).json()
-        )
+        return t.cast(dict[str, t.Any], self.http.get("/stats", timeout=5).json())
 
     def output(self) -> str:
         """What the server wrote to its standard error so far (its log)."""
@@ -219,9 +226,7 @@ class Server:
         """What a leak would grow in the worker: greenlets, subscriptions,
         descriptors, memory, open streams (``/debug`` of ``serverapp``).
         """
-        return t.cast(
-            dict[str, t.Any], httpx.get(self.url + "/debug", timeout=5).json()
-        )
+        return t.cast(dict[str, t.Any], self.http.get("/debug", timeout=5).json())
 
     def ended(self, channels: str) -> list[str]:
         """Why each stream of exactly ``channels`` (comma-separated) ended,
@@ -231,12 +236,14 @@ class Server:
         pattern = re.compile(rf"ended <Subscription {re.escape(names)}>: (\w+)")
         return pattern.findall(self.output())
 
-    def wait_ended(self, channels: str, reason: str, timeout: float = 10.0) -> None:
-        """Wait until a stream of ``channels`` ended for ``reason``; fail at the
-        deadline with the reasons it did end for.
+    def wait_ended(
+        self, channels: str, reason: str, timeout: float = 10.0, *, count: int = 1
+    ) -> None:
+        """Wait until ``count`` streams of ``channels`` ended for ``reason``;
+        fail at the deadline with the reasons they did end for.
         """
         deadline = time.monotonic() + timeout
-        while reason not in self.ended(channels):
+        while self.ended(channels).count(reason) < count:
             if time.monotonic() > deadline:
                 found = self.ended(channels)
                 raise AssertionError(f"no {channels} stream ended {reason!r}: {found}")
@@ -412,3 +419,30 @@ def on_backend(
     if request.param == "redis":
         config = redis_config(request.getfixturevalue("redis_server"), **config)
     return config
+
+
+def serve(
+    kind: str = "gevent", *, backends: t.Sequence[str] = (), **options: t.Any
+) -> t.Any:
+    """A module-scoped fixture: one :class:`Server` for the module's tests,
+    ``Server(kind, **options)``. Assign it to the fixture's name::
+
+        server = serve(config={"RETRY": 0.3})
+
+    :param backends: run the module once on each of these (``"memory"``,
+        ``"redis"``: the session's redis-server, a key prefix of its own).
+    """
+
+    several = len(backends) > 1  # then each test's id names its backend
+
+    @pytest.fixture(scope="module", params=list(backends) if several else None)
+    def fixture(request: pytest.FixtureRequest) -> t.Iterator[Server]:
+        settings = dict(options)
+        backend = request.param if several else "".join(backends) or "memory"
+        if backend == "redis":
+            redis = request.getfixturevalue("redis_server")
+            settings["config"] = redis_config(redis, **settings.get("config", {}))
+        with Server(kind, **settings) as server:
+            yield server
+
+    return fixture

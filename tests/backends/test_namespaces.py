@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 from clients import RawStream
-from conftest import on_backend
 from conftest import RedisServer
+from conftest import serve
 from conftest import Server
 from flask import Flask
 
@@ -108,10 +108,7 @@ def test_memory_history_per_namespace() -> None:
     assert [e["id"] for e in poll("user.vip.1", long[0])["events"]] == long[1:]
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
-def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    with Server(config=on_backend(request, {"NAMESPACES": NAMESPACES})) as srv:
-        yield srv
+server = serve(backends=["memory", "redis"], config={"NAMESPACES": NAMESPACES})
 
 
 def test_a_namespace_rewinds_by_default(server: Server) -> None:
@@ -159,10 +156,7 @@ DEFAULTS = {
 }
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
-def defaults(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    with Server(config=on_backend(request, DEFAULTS)) as srv:
-        yield srv
+defaults = serve(backends=["memory", "redis"], config=DEFAULTS)
 
 
 def test_the_app_wide_rewind_and_a_namespace_s_own(defaults: Server) -> None:

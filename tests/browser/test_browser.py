@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import typing as t
 
 import pytest
 from browsers import browser as browser  # the module's Chromium (a fixture)
 from browsers import open_page
 from browsers import received
 from clients import Proxy
+from conftest import serve
 from conftest import Server
 from playwright.sync_api import Browser
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def server() -> t.Iterator[Server]:
-    with Server("gevent", config={"RETRY": 0.3}) as srv:
-        yield srv
+server = serve(config={"RETRY": 0.3})
 
 
 def test_every_mode_receives_the_same_500_events(

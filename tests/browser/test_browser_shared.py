@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 from browsers import browser  # noqa: F401 - the module's Chromium
 from browsers import received
+from conftest import serve
 from conftest import Server
 from playwright.sync_api import Browser
 from playwright.sync_api import BrowserContext
@@ -27,10 +28,7 @@ from flask_eventstream.wire import Event
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def server() -> t.Iterator[Server]:
-    with Server("gevent", config={"RETRY": 0.3}) as srv:
-        yield srv
+server = serve(config={"RETRY": 0.3})
 
 
 def tabs(browser: Browser, server: Server, mode: str, channel: str) -> list[Page]:  # noqa: F811

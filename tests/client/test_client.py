@@ -20,7 +20,9 @@ import typing as t
 
 import httpx
 import pytest
+from clients import FastPublisher
 from clients import Proxy
+from conftest import serve
 from conftest import Server
 from httpx_sse import connect_sse
 from sseclient import SSEClient
@@ -35,11 +37,7 @@ from flask_eventstream.client import RESET_EVENT
 from flask_eventstream.client import StreamRefused
 from flask_eventstream.testing import check_delivery
 
-
-@pytest.fixture(scope="module")
-def server() -> t.Iterator[Server]:
-    with Server("gevent", config={"RETRY": 0.1}) as srv:
-        yield srv
+server = serve(config={"RETRY": 0.1})
 
 
 def collect(source: EventSource, count: int) -> list[Event]:
@@ -59,9 +57,14 @@ def test_every_event_once_in_order_across_random_cuts(server: Server) -> None:
     cuts = 0
 
     def publish() -> None:
-        for n in range(total):
-            published.extend(server.publish("cuts", f"e{n}"))
-            time.sleep(0.01)
+        # One kept-alive connection: the run lasts the cuts, not the handshakes.
+        publisher = FastPublisher(server.url)
+        try:
+            for n in range(total):
+                published.append(publisher.publish("cuts", f"e{n}"))
+                time.sleep(0.01)
+        finally:
+            publisher.close()
 
     def cut() -> None:
         nonlocal cuts

@@ -6,12 +6,12 @@ import json
 import subprocess
 import sys
 import time
-import typing as t
 
 import pytest
 from clients import RawStream
 from conftest import redis_config
 from conftest import RedisServer
+from conftest import serve
 from conftest import Server
 from conftest import TESTS
 
@@ -20,14 +20,9 @@ from flask_eventstream import WorkerReport
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
-    # --reuse-port: the kernel spreads connections over both workers (without
-    # it one worker may accept them all, and the stats test needs both).
-    with Server(
-        "gevent", workers=2, config=redis_config(redis_server), extra=["--reuse-port"]
-    ) as srv:
-        yield srv
+# --reuse-port: the kernel spreads connections over both workers (without it
+# one worker may accept them all, and the stats test needs both).
+cluster = serve(backends=["redis"], workers=2, extra=["--reuse-port"])
 
 
 def flask(server: Server, *args: str) -> list[str]:

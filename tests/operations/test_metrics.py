@@ -6,7 +6,6 @@ import re
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from clients import RawStream
 from conftest import add_views
@@ -73,7 +72,7 @@ def test_multiprocess_mode_sums_the_workers(
         # Each worker writes its figures every two seconds while it has streams.
         deadline = time.monotonic() + 20
         while True:
-            text = httpx.get(server.url + "/metrics", timeout=5).text
+            text = server.http.get("/metrics", timeout=5).text
             wanted = {
                 "eventstream_connections": 10,
                 'eventstream_channel_subscribers{channel="scraped"}': 10,
@@ -90,7 +89,7 @@ def test_multiprocess_mode_sums_the_workers(
         streams.clear()
         # Gone clients are noticed at the next heartbeat; then the gauges drop.
         deadline = time.monotonic() + 20
-        while sample(httpx.get(server.url + "/metrics", timeout=5).text,
+        while sample(server.http.get("/metrics", timeout=5).text,
                      "eventstream_connections") != 0:  # fmt: skip
             assert time.monotonic() < deadline
             time.sleep(0.5)

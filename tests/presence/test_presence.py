@@ -314,10 +314,14 @@ def test_presence_scripts_check_before_they_write(redis_server: RedisServer) -> 
         assert after == before
         # A dead worker's entries in that channel: reaping fails whole too.
         redis.delete(f"{prefix}presence/channel/room.b")
-        assert backend.presence_tick("w2", 0.001) == (True, [])
-        backend.presence_set("w2", "room.b", {"m:y": 1}, False)
+        # A lease long enough to write under load, then waited out (a lease
+        # is time itself: there is no event to wait on).
+        leased = time.monotonic()
+        assert backend.presence_tick("w2", 0.3) == (True, [])
+        joined = backend.presence_set("w2", "room.b", {"m:y": 1}, False)
+        assert joined == [("join", "m:y")], "written while w2 was alive"
         redis.set(f"{prefix}presence/channel/room.b", "not a hash")
-        time.sleep(0.01)  # w2's lease of 1 ms ends: it is dead
+        time.sleep(max(0.0, leased + 0.35 - time.monotonic()))  # w2 is dead
         before = {key: redis.dump(key) for key in redis.scan_iter(match=f"{prefix}*")}
         with pytest.raises(BackendUnavailable, match="holds a string"):
             backend.presence_tick("w1", 5)

@@ -1,6 +1,6 @@
 """What a user installs: the extras the docs name are enough, in a clean
-virtualenv; the package builds without a warning and ships its licence; the
-oldest and newest Flask and Python it claims run it.
+virtualenv; the package builds without a warning and ships its licence
+(the oldest and newest Pythons it claims: test_compat.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import venv
+import typing as t
 import zipfile
 from pathlib import Path
 
@@ -20,113 +20,51 @@ from conftest import ROOT
 from conftest import Server
 from test_quickstart import check_quickstart
 from test_quickstart import readme_blocks
+from venvs import clean_venv
 
 #: More than ten seconds a test: not in the fast core (-m 'not slow').
 pytestmark = pytest.mark.slow
 
 
-def clean_venv(path: Path, *requirements: str, base: str | None = None) -> Path:
-    """A new virtualenv at ``path`` with only ``requirements``; its python.
+class Built(t.NamedTuple):
+    """The sdist and wheel ``python -m build`` made, and what it printed."""
 
-    :param base: the interpreter that makes it; default: this one.
+    sdist: Path
+    wheel: Path
+    output: str
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The package built once for the module: the venvs install the wheel, as
+    a user does from an index, instead of each building it again.
     """
-    if base is None:
-        venv.create(path, with_pip=True)
-    else:
-        subprocess.run([base, "-m", "venv", str(path)], check=True, timeout=120)
-    python = path / "bin" / "python"
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         *requirements],
-        check=True, timeout=600, capture_output=True,
+    outdir = tmp_path_factory.mktemp("dist")
+    done = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(outdir), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    return python
+    assert done.returncode == 0, done.stderr
+    (sdist,) = outdir.glob("*.tar.gz")
+    (wheel,) = outdir.glob("*.whl")
+    return Built(sdist, wheel, done.stdout + done.stderr)
 
 
 @pytest.mark.timeout(600)
-def test_the_gevent_extra_alone_runs_the_readme(tmp_path: Path) -> None:
-    python = clean_venv(tmp_path / "venv", f"{ROOT}[gevent]")
+def test_the_gevent_extra_alone_runs_the_readme(tmp_path: Path, built: Built) -> None:
+    python = clean_venv(tmp_path / "venv", f"{built.wheel}[gevent]")
     (tmp_path / "app.py").write_text(readme_blocks()[0])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     check_quickstart([str(python.parent / "gunicorn")], tmp_path, env)
 
 
-SMOKE = """
-import json
-from flask import Flask
-from flask_eventstream import EventStream, stream
-from flask_eventstream.testing import parse
-
-app = Flask(__name__)
-events = EventStream(app)
-
-@app.get("/s")
-@stream
-def s():
-    return events.subscribe("a")
-
-with app.app_context():
-    first = events.publish("a", {"n": 1})
-    second = events.publish("a", "two")
-client = app.test_client()
-answer = client.get("/s?transport=poll", headers={"Last-Event-ID": first.id}).json
-assert [e["data"] for e in answer["events"]] == ["two"], answer
-print("ok", first.id)
-"""
-
-
-def interpreter(version: str) -> str:
-    """The machine's Python ``version``: pyenv's (as on this project's CI),
-    else one on ``PATH``.
-    """
-    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    for found in sorted(root.glob(f"versions/{version}.*/bin/python{version}")):
-        return str(found)
-    found = shutil.which(f"python{version}")
-    if found and "shims" not in found:
-        return found
-    raise AssertionError(f"python{version} is missing: the compatibility runs need it")
-
-
-OLDEST = ("flask==3.0.0", "werkzeug==3.0.0", "blinker==1.7.0")
-
-
-@pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    ("version", "pins"),
-    [
-        pytest.param("3.10", OLDEST, id="oldest-python-oldest-flask"),
-        pytest.param("3.13", (), id="newest-python-newest-flask"),
-    ],
-)
-def test_the_oldest_and_newest_flask_and_python_claimed_run_it(
-    tmp_path: Path, version: str, pins: tuple[str, ...]
-) -> None:
-    base = interpreter(version)
-    python = str(clean_venv(tmp_path / "venv", str(ROOT), *pins, base=base))
-    done = subprocess.run(
-        [python, "-c", SMOKE], capture_output=True, text=True, timeout=60,
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok ")
-
-
-@pytest.mark.timeout(300)
 def test_the_package_builds_without_warnings_and_ships_its_licence(
-    tmp_path: Path,
+    built: Built,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    output = done.stdout + done.stderr
-    lines = [line for line in output.splitlines() if "warn" in line.lower()]
+    lines = [line for line in built.output.splitlines() if "warn" in line.lower()]
     # Byte-compiling is switched off by the build tool itself, not a problem.
     assert [line for line in lines if "byte-compiling" not in line] == []
-    (sdist,) = tmp_path.glob("*.tar.gz")
-    (wheel,) = tmp_path.glob("*.whl")
+    sdist, wheel = built.sdist, built.wheel
     with tarfile.open(sdist) as archive:
         names = archive.getnames()
     assert any(name.endswith("/LICENSE") for name in names)
@@ -201,8 +139,8 @@ with EventSource(sys.argv[1], last_event_id=sys.argv[2], timeout=10) as source:
 
 
 @pytest.mark.timeout(600)
-def test_the_client_extra_alone_reads_a_stream(tmp_path: Path) -> None:
-    python = clean_venv(tmp_path / "venv", f"{ROOT}[client]")
+def test_the_client_extra_alone_reads_a_stream(tmp_path: Path, built: Built) -> None:
+    python = clean_venv(tmp_path / "venv", f"{built.wheel}[client]")
     server = Server("gevent").start()
     try:
         first, *ids = server.publish("venv-client", "{n}", count=3)

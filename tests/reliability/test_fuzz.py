@@ -13,6 +13,7 @@ from urllib.parse import quote_from_bytes
 import pytest
 from clients import FastPublisher
 from clients import RawStream
+from conftest import serve
 from conftest import Server
 from hypothesis import given
 from hypothesis import HealthCheck
@@ -31,10 +32,8 @@ FUZZ = settings(
 )
 
 
-@pytest.fixture(scope="module")
-def fuzz_server() -> t.Iterator[Server]:
-    with Server(config={"POLL_TIMEOUT": 0.3, "HEARTBEAT": 0.2}) as server:
-        yield server
+# Short waits: a long-poll with nothing to answer ends in 50 ms.
+fuzz_server = serve(config={"POLL_TIMEOUT": 0.05, "HEARTBEAT": 0.05})
 
 
 # Bytes as they may come off the network: any byte but the ones that end a

@@ -14,7 +14,6 @@ import time
 import typing as t
 from pathlib import Path
 
-import httpx
 from clients import Crowd
 from clients import RawStream
 from conftest import redis_config
@@ -60,9 +59,9 @@ def test_close_channel_ends_streams_on_every_worker_and_reauthorizes(
         crowd.wait_until(lambda: all(len(m.events) == 5 for m in alices + bobs))
 
         for n in range(10):
-            banned = httpx.post(server.url + "/ban", data={"user": f"alice{n}"})
+            banned = server.http.post("/ban", data={"user": f"alice{n}"})
             banned.raise_for_status()
-        httpx.post(server.url + "/close", data={"channel": "room"}).raise_for_status()
+        server.http.post("/close", data={"channel": "room"}).raise_for_status()
 
         # Everyone in the room was cut off and came back through authorize.
         crowd.wait_until(lambda: all(m.statuses == [200, 403] for m in alices))
@@ -93,14 +92,12 @@ def test_connection_limit_answers_503_and_frees_up() -> None:
             streams[-1].open()
             assert streams[-1].status == 200
         for transport in ("eventsource", "longpoll"):
-            over = httpx.get(
-                server.url + f"/stream/full?transport={transport}", timeout=5
-            )
+            over = server.http.get(f"/stream/full?transport={transport}", timeout=5)
             assert over.status_code == 503
             assert over.headers["retry-after"] == "5"
             assert b"EVENTSTREAM_MAX_CONNECTIONS = 5" in over.content
         # A plain poll holds no connection: it is answered.
-        assert httpx.get(server.url + "/stream/full?transport=poll").status_code == 200
+        assert server.http.get("/stream/full?transport=poll").status_code == 200
         for stream in streams[:2]:
             stream.close()
         server.wait_for(lambda s: s["connections"] == 3)
@@ -243,6 +240,7 @@ def test_max_lifetime_ends_streams_which_resume_without_loss() -> None:
         tail = raw.read_to_end(timeout=5)
         took = time.monotonic() - start
         raw.close()
+        server.wait_ended("life", "lifetime")
         assert 0.9 < took < 2.5
         # Heartbeats, then the last hint, jittered between 1x and 2x RETRY.
         match = re.fullmatch(rb"(:\n)*retry: (\d+)\n", tail)

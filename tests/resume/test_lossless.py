@@ -5,6 +5,7 @@ with :func:`flask_eventstream.testing.check_delivery`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,6 @@ import time
 import typing as t
 from pathlib import Path
 
-import httpx
 import pytest
 from clients import Follower
 from clients import RawStream
@@ -156,10 +156,10 @@ def test_a_worker_that_lags_within_what_redis_keeps_loses_nothing(
         server.stop()
 
 
-def test_a_revocation_missed_while_lagging_ends_every_stream(
-    redis_server: RedisServer,
-) -> None:
-    server = Server(config=redis_config(redis_server)).start()
+def test_a_revocation_missed_while_lagging_ends_every_stream() -> None:
+    # A Redis of its own: the test drops every listener connection on it.
+    redis = RedisServer().start()
+    server = Server(config=redis_config(redis)).start()
     stream = RawStream(server.url, "/stream/room")
     try:
         stream.open()
@@ -173,12 +173,19 @@ def test_a_revocation_missed_while_lagging_ends_every_stream(
                 "events.close_channel('room')\n"
                 "for n in range(300):\n    events.close_channel(f'other{n}')",
             )
+            # And the connection that Redis kept them on for the stopped
+            # worker is lost: the worker reads the control stream again, from
+            # where it was, and finds the revocation trimmed.
+            with contextlib.closing(redis.client()) as client:
+                assert client.client_kill_filter(_type="pubsub") >= 1
         finally:
             os.kill(int(pid), signal.SIGCONT)
         stream.read_to_end(timeout=10)  # ended: its client is authorized again
+        server.wait_ended("room", "control")
     finally:
         stream.close()
         server.stop()
+        redis.stop()
 
 
 def test_a_cursor_into_a_flushed_store_gets_a_reset(redis_server: RedisServer) -> None:
@@ -300,8 +307,8 @@ def test_a_poll_reads_no_more_than_it_answers() -> None:
         client = redis.client()
         client.config_set("slowlog-log-slower-than", 0)
         client.slowlog_reset()
-        answer = httpx.get(
-            server.url + "/stream/big",
+        answer = server.http.get(
+            "/stream/big",
             params={"transport": "poll", "lastEventId": cursor},
             timeout=10,
         ).json()
@@ -339,8 +346,8 @@ def test_a_revocation_during_a_slow_authorize_is_not_missed(
         # authorize reads the ban list (bob is allowed), then does I/O.
         stream = RawStream(server.url, f"{view}slowauth-room?user=bob")
         time.sleep(0.1)  # inside that I/O (0.5 s): a session can't be waited on
-        httpx.post(server.url + "/ban", data={"user": "bob"}, timeout=5)
-        httpx.post(server.url + "/close", data={"channel": "slowauth-room"}, timeout=5)
+        server.http.post("/ban", data={"user": "bob"}, timeout=5)
+        server.http.post("/close", data={"channel": "slowauth-room"}, timeout=5)
         server.publish("slowauth-room", "private-after-revoke")
         stream.read_head()
         assert stream.status == 200

@@ -5,22 +5,16 @@ real gunicorn gevent server (and both backends in the backend tests).
 
 from __future__ import annotations
 
-import typing as t
-
 import httpx
 import pytest
 from clients import RawStream
-from conftest import on_backend
+from conftest import serve
 from conftest import Server
 
 from flask_eventstream.testing import check_delivery
 from flask_eventstream.wire import Parser
 
-
-@pytest.fixture(scope="module", params=["memory", "redis"])
-def server(request: pytest.FixtureRequest) -> t.Iterator[Server]:
-    with Server(config=on_backend(request)) as srv:
-        yield srv
+server = serve(backends=["memory", "redis"])
 
 
 def test_a_stream_rewinds_then_goes_live(server: Server) -> None:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import typing as t
 import uuid
 
 import httpx
@@ -19,6 +18,7 @@ from clients import Proxy
 from clients import RawStream
 from conftest import redis_config
 from conftest import RedisServer
+from conftest import serve
 from conftest import Server
 from conftest import TESTS
 from flask import Flask
@@ -33,10 +33,7 @@ from flask_eventstream.testing import check_delivery
 pytestmark = pytest.mark.redis
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_server: RedisServer) -> t.Iterator[Server]:
-    with Server("gevent", workers=3, config=redis_config(redis_server)) as srv:
-        yield srv
+cluster = serve(backends=["redis"], workers=3)
 
 
 def publisher(
@@ -160,7 +157,7 @@ def test_redis_restart_mid_stream() -> None:
             assert follower.ready.wait(20)
         before = finish(publisher(server, "outage", 50))
         redis.stop()
-        rv = httpx.post(server.url + "/publish", data={"channel": "outage"}, timeout=10)
+        rv = server.http.post("/publish", data={"channel": "outage"}, timeout=10)
         assert rv.status_code == 503
         assert "Redis could not store the event" in rv.json()["error"]
         failed = publisher(server, "outage", 1)

@@ -26,6 +26,7 @@ from clients import RawStream
 from conftest import RedisServer
 from conftest import require
 from conftest import ROOT
+from conftest import serve
 from conftest import Server
 from conftest import TESTS
 
@@ -78,11 +79,8 @@ def ends_within(raw: RawStream, seconds: float) -> bool:
     return True
 
 
-@pytest.fixture(scope="module")
-def server() -> t.Iterator[Server]:
-    """The lifecycle app with the default settings (heartbeat 0.5 s)."""
-    with Server(app=APP) as srv:
-        yield srv
+#: The lifecycle app with the default settings (heartbeat 0.5 s).
+server = serve(app=APP)
 
 
 # -- 1. a worker that exits in the middle of an event ---------------------
@@ -155,8 +153,8 @@ def read_through_exit(
         assert "transfer-encoding: chunked" in head.lower(), head
         pid = int(re.findall(r"(?im)^x-worker-pid: *(\d+)", head)[0])
         server.wait_for(lambda stats: stats["channels"].get("big") == 1)
-        response = httpx.post(
-            server.url + "/publish", data={"channel": "big", "data": BIG}, timeout=10
+        response = server.http.post(
+            "/publish", data={"channel": "big", "data": BIG}, timeout=10
         )
         response.raise_for_status()
         (big_id,) = response.json()
@@ -317,8 +315,8 @@ def test_a_generator_view_ends_when_the_token_that_admitted_it_expires(
     ``private.*``) ends when the token expires, as the same subscription
     returned from a view does: not before, and within 1.5 s after.
     """
-    token = httpx.get(
-        server.url + "/token",
+    token = server.http.get(
+        "/token",
         params={"channels": "private.expiring", "expires_in": 2},
         timeout=5,
     ).text
@@ -343,7 +341,7 @@ def test_close_channel_ends_a_generator_view(server: Server) -> None:
     """
     streams = open_both(server, "closing")
     try:
-        httpx.post(server.url + "/close", data={"channel": "closing"}, timeout=5)
+        server.http.post("/close", data={"channel": "closing"}, timeout=5)
         for raw, view in zip(streams, ("returned", "generator"), strict=True):
             assert ends_within(raw, 1.5), f"the {view} view's stream is still open"
     finally:
@@ -418,7 +416,7 @@ def test_accept_event_stream_never_breaks_a_response_that_is_not_a_stream(
     answers 200 with its usual body, as without it.
     """
     if what == "static":
-        path = httpx.get(server.url + "/static-url", timeout=5).text
+        path = server.http.get("/static-url", timeout=5).text
         body = (ROOT / "flask_eventstream" / "static" / "eventstream.js").read_bytes()
     elif what == "send_file":
         path, body = "/file", (TESTS / "lifecycleapp.py").read_bytes()
@@ -426,7 +424,7 @@ def test_accept_event_stream_never_breaks_a_response_that_is_not_a_stream(
         path = "/csv?rows=50"
         body = b"".join(b"%d,row %d\r\n" % (n, n) for n in range(50))
     for accept in ("*/*", "text/event-stream"):
-        response = httpx.get(server.url + path, headers={"Accept": accept}, timeout=5)
+        response = server.http.get(path, headers={"Accept": accept}, timeout=5)
         assert response.status_code == 200, (path, accept, response.status_code)
         assert response.content == body, (path, accept)
 
@@ -486,7 +484,7 @@ def test_a_worker_at_its_descriptor_limit_refuses_streams_and_keeps_answering() 
         print(f"{len(streams)} streams served, {len(refused)} refused")
 
         start = time.monotonic()
-        health = httpx.get(server.url + "/health", timeout=1)
+        health = server.http.get("/health", timeout=1)
         assert health.status_code == 200 and health.text == "ok"
         assert time.monotonic() - start < 1
 
@@ -555,7 +553,7 @@ def test_streams_that_keep_a_greenlet_leave_some_to_other_requests(
         streams, refused = full_or_served(server, path, limit + 5)
         assert refused == limit, f"the {refused + 1}th stream was refused"
         start = time.monotonic()
-        health = httpx.get(server.url + "/health", timeout=2)
+        health = server.http.get("/health", timeout=2)
         assert health.status_code == 200 and health.text == "ok"
         assert time.monotonic() - start < 1
         # One leaves: its greenlet or thread is free, and a stream is served.
@@ -631,7 +629,7 @@ def test_a_request_pipelined_behind_a_stream_is_not_dropped_silently(
         assert head.startswith(b"HTTP/1.1 200"), head
         assert re.search(rb"(?im)^connection: *close\r?$", head), head
         server.wait_for(lambda stats: stats["channels"].get("piped") == 1)
-        httpx.post(server.url + "/close", data={"channel": "piped"}, timeout=5)
+        server.http.post("/close", data={"channel": "piped"}, timeout=5)
         deadline = time.monotonic() + 5
         while data := sock.recv(65536):
             body += data
@@ -676,10 +674,11 @@ def test_streams_work_the_portable_way_when_the_fast_path_cannot_be_used() -> No
             while len(wire.replace(BEAT, b"")) < len(expected):
                 wire += raw.read_raw(1)
             assert wire.replace(BEAT, b"") == expected
-        httpx.post(server.url + "/close", data={"channel": "portable"}, timeout=5)
+        server.http.post("/close", data={"channel": "portable"}, timeout=5)
         for raw in streams:
             assert raw.read_to_end(timeout=5).replace(b":\n", b"") == b""
             assert raw.ended
+        server.wait_ended("portable", "revoked", count=len(streams))
     finally:
         for raw in streams:
             raw.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import typing as t
 
-import httpx
 import pytest
 from clients import chunk
 from clients import RawStream
@@ -80,9 +79,10 @@ def test_heartbeats_events_and_the_end_are_the_same_bytes(server: Server) -> Non
             wire += raw.read_raw(1)
         assert wire.replace(chunk(b":\n"), b"") == expected
         # Its end: the last chunk, then the connection closes.
-        httpx.post(server.url + "/close", data={"channel": "beats"}, timeout=5)
+        server.http.post("/close", data={"channel": "beats"}, timeout=5)
         assert raw.read_to_end().replace(b":\n", b"") == b""
         assert raw.ended
+        server.wait_ended("beats", "revoked")
         if parked(server):  # gunicorn would keep it for another request
             assert raw.sock.recv(1) == b""
     finally:
@@ -102,6 +102,7 @@ def test_a_stopping_worker_sends_parked_streams_their_retry_hint() -> None:
             assert ending.startswith(b"retry: ") and ending.endswith(b"\n"), ending
             assert 1000 <= int(ending[7:-1]) <= 2000
             assert raw.ended  # the last chunk came
+        server.wait_ended("stop", "shutdown", count=50)
     finally:
         for raw in streams:
             raw.close()

@@ -204,4 +204,4 @@ def test_parse_matches_what_a_real_stream_carries(server: Server) -> None:
 
 @pytest.mark.parametrize("path", ["/gone"])
 def test_view_can_answer_204(server: Server, path: str) -> None:
-    assert httpx.get(server.url + path, timeout=5).status_code == 204
+    assert server.http.get(path, timeout=5).status_code == 204

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from clients import RawStream
 from conftest import RedisServer
+from conftest import serve
 from conftest import Server
 from flask import Flask
 from flask import request
@@ -220,10 +221,7 @@ def test_close_channel_revokes_the_tokens_issued_before_it() -> None:
     assert poll(app, f"/events/room.1?token={after}").status_code == 200
 
 
-@pytest.fixture(scope="module")
-def server() -> t.Iterator[Server]:
-    with Server("gevent") as srv:
-        yield srv
+server = serve()
 
 
 def server_token(server: Server, channels: str, expires_in: float = 3600) -> str:
@@ -305,12 +303,12 @@ def test_a_token_client_that_reconnects_after_a_revoke_is_refused(
         path = f"/stream/secret-room?token={signed}"
         stream = RawStream(srv.url, path, timeout=10)
         assert stream.open() == []
-        httpx.post(srv.url + "/close", data={"channel": "secret-room"}, timeout=5)
+        srv.http.post("/close", data={"channel": "secret-room"}, timeout=5)
         stream.read_to_end(timeout=5)  # ended by the close
         stream.close()
         srv.wait_ended("secret-room", "revoked")
         srv.publish("secret-room", "private-after-revoke")
-        again = httpx.get(srv.url + path, timeout=5)
+        again = srv.http.get(path, timeout=5)
         assert again.status_code == 403
         assert "private-after-revoke" not in again.text
     finally:

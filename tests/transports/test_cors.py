@@ -9,8 +9,8 @@ from conftest import Server
 
 
 def test_no_cors_unless_configured(server: Server) -> None:
-    rv = httpx.get(
-        server.url + "/events/c?transport=poll",
+    rv = server.http.get(
+        "/events/c?transport=poll",
         headers={"Origin": "http://elsewhere.example"},
         timeout=5,
     )
@@ -24,7 +24,7 @@ def test_cors_when_configured() -> None:
     ).start()
     try:
         allowed = {"Origin": "http://app.example"}
-        rv = httpx.get(srv.url + "/events/c?transport=poll", headers=allowed, timeout=5)
+        rv = srv.http.get("/events/c?transport=poll", headers=allowed, timeout=5)
         assert rv.headers["access-control-allow-origin"] == "http://app.example"
         assert rv.headers["access-control-allow-credentials"] == "true"
         preflight = httpx.options(
@@ -41,11 +41,11 @@ def test_cors_when_configured() -> None:
         allow = preflight.headers["access-control-allow-headers"]
         assert allow == "Last-Event-ID, Authorization"  # and a Bearer token
         # A refusal is readable too: the page can tell why (a 403, its reason).
-        refused = httpx.get(srv.url + "/events/secret", headers=allowed, timeout=5)
+        refused = srv.http.get("/events/secret", headers=allowed, timeout=5)
         assert refused.status_code == 403
         assert refused.headers["access-control-allow-origin"] == "http://app.example"
-        other = httpx.get(
-            srv.url + "/events/c?transport=poll",
+        other = srv.http.get(
+            "/events/c?transport=poll",
             headers={"Origin": "http://evil.example"},
             timeout=5,
         )

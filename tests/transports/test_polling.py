@@ -10,17 +10,14 @@ import typing as t
 import httpx
 import pytest
 from clients import RawStream
+from conftest import serve
 from conftest import Server
 
-
-@pytest.fixture(scope="module")
-def server() -> t.Iterator[Server]:
-    with Server("gevent", config={"POLL_TIMEOUT": 3}) as srv:
-        yield srv
+server = serve(config={"POLL_TIMEOUT": 3})
 
 
 def poll(server: Server, path: str, **params: t.Any) -> httpx.Response:
-    return httpx.get(server.url + path, params=params, timeout=15)
+    return server.http.get(path, params=params, timeout=15)
 
 
 def test_poll_without_cursor_gives_current_cursor(server: Server) -> None:
@@ -47,8 +44,8 @@ def test_poll_without_cursor_gives_current_cursor(server: Server) -> None:
 
 def test_poll_accepts_last_event_id_header(server: Server) -> None:
     first, second = server.publish("p2", count=2)
-    rv = httpx.get(
-        server.url + "/events/p2?transport=poll",
+    rv = server.http.get(
+        "/events/p2?transport=poll",
         headers={"Last-Event-ID": first},
         timeout=5,
     )
