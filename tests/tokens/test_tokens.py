@@ -70,6 +70,14 @@ def test_the_builtin_endpoint_admits_a_token_without_authorize() -> None:
     assert other.status_code == 403
     assert "The token does not name channel 'room.3'" in said(other)
     assert poll(app, "/events/room.1").status_code == 403  # no token, no authorize
+    # Several channels: every one must be named by the token.
+    both = poll(app, f"/events/room.1,room.2?token={signed}")
+    assert both.status_code == 200, said(both)
+    one_more = poll(app, f"/events/room.1,room.3?token={signed}")
+    assert one_more.status_code == 403
+    assert "The token does not name channel 'room.3'" in said(one_more)
+    empty = poll(app, f"/events/room.1,?token={signed}")
+    assert empty.status_code == 400 and "Invalid channel name ''" in said(empty)
 
 
 def test_a_token_passes_channels_authorize_refuses_and_only_those() -> None:
