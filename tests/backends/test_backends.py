@@ -9,8 +9,10 @@ import uuid
 
 import pytest
 from conftest import RedisServer
+from flask import Flask
 
 from flask_eventstream import Event
+from flask_eventstream import EventStream
 from flask_eventstream.backends import Backend
 from flask_eventstream.backends import CursorProblem
 from flask_eventstream.backends import MemoryBackend
@@ -448,3 +450,22 @@ def test_channels_named_like_library_keys_get_keys_of_their_own(
         assert {k: v for k, v in kinds.items() if k not in closed} == expected
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://127.0.0.1:6390/abc", "the database 'abc' is not a number"),
+        ("redis://127.0.0.1:6390/0?db=x", "the database 'x' is not a number"),
+        ("redis://127.0.0.1:99999/0", "the port is not a number"),
+        ("redis://127.0.0.1:port/0", "the port is not a number"),
+    ],
+)
+def test_a_redis_url_redis_py_would_misread_fails_at_init_app(
+    url: str, message: str
+) -> None:
+    # redis-py reads redis://host/abc as database 0, without a word.
+    app = Flask("bad")
+    app.config["EVENTSTREAM_BACKEND"] = url
+    with pytest.raises(ValueError, match=message):
+        EventStream(app)

@@ -98,6 +98,31 @@ class _Primary:
         yield self.get_master_address()  # only ever asked for the primary
 
 
+def check_url(url: str) -> None:
+    """Refuse what redis-py would read silently as something else: a database
+    that is not a number (``redis://host/abc`` would use database 0).
+
+    :raises ValueError: naming the part that is wrong.
+    """
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path if parts.scheme != "unix" else ""
+    databases = [path.strip("/")] if path.strip("/") else []
+    databases += urllib.parse.parse_qs(parts.query).get("db", [])
+    for db in databases:
+        if not db.isdigit():
+            raise ValueError(
+                f"EVENTSTREAM_BACKEND {url!r}: the database {db!r} is not a"
+                " number; use one, as in 'redis://127.0.0.1:6379/0'."
+            )
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ValueError(
+            f"EVENTSTREAM_BACKEND {url!r}: the port is not a number from 0 to"
+            " 65535."
+        ) from None
+
+
 class Connector:
     """Makes the backend's pool and its listener's connections.
 
@@ -109,7 +134,9 @@ class Connector:
         self.url = url
         self.primary: _Primary | None = None
         self.options: dict[str, t.Any] = {}
-        if url.startswith(SENTINEL_SCHEME):
+        if not url.startswith(SENTINEL_SCHEME):
+            check_url(url)
+        else:
             where = parse_sentinel_url(url)
             sentinel = Sentinel(
                 where.sentinels,
