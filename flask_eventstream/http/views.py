@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 import typing as t
 
 from flask import current_app
@@ -30,6 +31,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from ..errors import BackendUnavailable
 from ..server import client_socket
 from ..subscription import Subscription
+from ..wire import Event
 from .admission import admit_generator
 from .context import current_hub
 from .cors import STREAM_VIEW
@@ -198,19 +200,24 @@ def respond(
 
 
 def undecorated(response: BaseResponse) -> BaseResponse:
-    """``after_request``: a view that streamed HTML to an ``EventSource`` (a
-    generator returned without :func:`stream`, which Flask serves as
-    ``text/html``) is a mistake the browser only reports as a bare
-    ``error``: say how to fix it in the log. The response is left alone:
-    any client may send that ``Accept`` header, to any URL.
+    """``after_request``: a stream served without :func:`stream` is a mistake
+    that shows only as an empty page or a bare ``error`` in the browser: say
+    how to fix it. A generator that yields :class:`Event` objects would fail
+    in the server with ``... is not a byte``: it fails with that advice
+    instead. A view that streamed HTML to an ``EventSource`` gets it in the
+    log, and is left alone: any client may send that ``Accept`` header, to
+    any URL.
     """
     # Cheapest tests first: this runs after every request of the app.
-    if (
-        response.is_streamed
-        and response.mimetype == "text/html"
-        and "text/event-stream" in request.headers.get("Accept", "")
-        and (view := current_app.view_functions.get(request.endpoint or ""))
-        and not getattr(view, STREAM_VIEW, False)
+    if not response.is_streamed:
+        return response
+    view = current_app.view_functions.get(request.endpoint or "")
+    if view is None or getattr(view, STREAM_VIEW, False):
+        return response
+    if isinstance(response.response, types.GeneratorType):
+        response.response = _without_events(response.response, request.endpoint)
+    if response.mimetype == "text/html" and "text/event-stream" in request.headers.get(
+        "Accept", ""
     ):
         logger.warning(
             "The view %r streamed text/html to an EventSource: if it is a"
@@ -219,3 +226,20 @@ def undecorated(response: BaseResponse) -> BaseResponse:
             request.endpoint,
         )
     return response
+
+
+def _without_events(
+    items: t.Generator[t.Any, None, None], endpoint: str | None
+) -> t.Iterator[t.Any]:
+    """``items``, refusing an :class:`Event`: only :func:`stream` frames them."""
+    try:
+        for item in items:
+            if isinstance(item, Event):
+                raise TypeError(
+                    f"The view {endpoint!r} yielded {item!r} but is not a"
+                    " stream: decorate it with @stream (below the route"
+                    " decorator, so that the route registers the decorated view)."
+                )
+            yield item
+    finally:
+        items.close()

@@ -16,6 +16,7 @@ from conftest import Server
 from conftest import TESTS
 from flask import Flask
 
+from flask_eventstream import Event
 from flask_eventstream import EventStream
 from flask_eventstream import stream
 
@@ -153,6 +154,24 @@ def test_a_generator_returned_without_stream_says_how_to_fix_it(
     caplog.clear()
     assert client.get("/plain").get_data() == b"data: hello\n\n"
     assert not caplog.records
+
+
+def test_events_yielded_without_stream_say_how_to_fix_it() -> None:
+    # Before: a 200 with an empty body, and gunicorn's "Event(data='x') is
+    # not a byte" in the log.
+    app = Flask(__name__)
+    app.testing = True
+    EventStream(app)
+
+    @app.get("/clock")
+    def clock() -> t.Any:
+        yield Event("x")
+
+    with pytest.raises(
+        TypeError,
+        match=r"yielded Event\(data='x'\) but is not a stream: decorate it with",
+    ):
+        app.test_client().get("/clock").get_data()
 
 
 def test_a_dashboard_snapshot_of_64_kib_publishes_with_the_defaults() -> None:
