@@ -166,7 +166,9 @@ class EventStream:
             processes, atomically with the append).
         :return: the stored event, with the id the backend assigned.
         :raises ValueError: for an invalid channel, event type (``eventstream-``
-            is reserved), idempotency key, or size (``MAX_EVENT_BYTES``).
+            is reserved), idempotency key, size (``MAX_EVENT_BYTES``), or
+            ``data`` that ``app.json`` cannot serialise (``bytes`` among them:
+            decode them first).
         :raises PublishNotStored: if the backend did not store the event (a
             :class:`PublishError`): retrying cannot duplicate it.
         :raises PublishOutcomeUnknown: if the backend did not answer (a
@@ -180,7 +182,7 @@ class EventStream:
         if problem is not None:
             raise ValueError(problem)
         if not isinstance(data, str):
-            data = app.json.dumps(data)
+            data = _serialised(app, channel, data)
         candidate = Event(data, event=event)
         size = len(candidate.encode())
         limit = settings.channel(channel).max_event_bytes
@@ -397,3 +399,21 @@ class EventStream:
             snapshot["workers"] = t.cast(list[WorkerReport], reports)  # as reported
             snapshot["history"] = hub.backend.history_sizes()
         return snapshot
+
+
+def _serialised(app: Flask, channel: str, data: object) -> str:
+    """``data`` as ``app.json`` writes it, or a ``ValueError`` that says what
+    data may be.
+    """
+    hint = (
+        " (decode bytes to a str first)" if isinstance(data, bytes | bytearray) else ""
+    )
+    try:
+        return app.json.dumps(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"The data published on {channel!r} is a {type(data).__name__}"
+            f" that app.json cannot serialise ({error}){hint}. Data is a str,"
+            " sent as it is, or a value app.json serialises: a dict, list,"
+            " number, bool or None, and what the app's JSON provider adds."
+        ) from error

@@ -191,3 +191,25 @@ def test_the_version_is_the_package_s() -> None:
     assert flask_eventstream.__version__ == importlib.metadata.version(
         "flask-eventstream"
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "said"),
+    [
+        (b"raw", "is a bytes that app.json cannot serialise"),
+        ({"when": object()}, "is a dict that app.json cannot serialise"),
+    ],
+    ids=["bytes", "object"],
+)
+def test_data_json_cannot_write_is_a_value_error_naming_the_channel(
+    data: object, said: str
+) -> None:
+    app = Flask(__name__)
+    events = EventStream(app)
+    with app.app_context(), pytest.raises(ValueError) as refused:
+        events.publish("orders", data)
+    message = str(refused.value)
+    assert f"The data published on 'orders' {said}" in message
+    assert "Data is a str, sent as it is, or a value app.json serialises" in message
+    if isinstance(data, bytes):
+        assert "decode bytes to a str first" in message
