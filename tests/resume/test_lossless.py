@@ -6,6 +6,7 @@ with :func:`flask_eventstream.testing.check_delivery`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -26,6 +27,8 @@ from conftest import Server
 from conftest import TESTS
 
 from flask_eventstream import Event
+from flask_eventstream.backends.redis.scripts import APPEND_SCRIPT
+from flask_eventstream.backends.redis.scripts import READ_SCRIPT
 from flask_eventstream.testing import check_delivery
 from flask_eventstream.testing import parse
 
@@ -463,3 +466,68 @@ def test_parse_is_what_the_checker_reads() -> None:
         b"id: 6-0-a\ndata: e3\n\n"
     )
     check_delivery(["1-0-a", "2-0-a", "3-0-a", "6-0-a"], got)
+
+
+def test_clients_that_join_a_channel_being_set_up_are_never_left_deaf() -> None:
+    """The first subscription of a channel in a worker makes the listener
+    subscribe to it, then reads the store's head: where the listener catches
+    up from if its connection drops. Those that come meanwhile wait for
+    Redis's confirmation. When that read fails (as it does when a crowd of
+    reconnecting clients takes the pool), none of them may go live with no
+    such point: the listener's connection then drops, events come before it
+    is back, none comes after, and its clients would wait for ever, in
+    silence. Each must get them, or its stream must end so that it resumes.
+
+    A Redis of its own: it is paused while the subscriptions open (so they
+    all wait for the confirmation), and refuses the head script from the
+    moment they open until the events are out (the failed read, made certain).
+    """
+    redis = RedisServer().start()
+    admin = redis.client()
+    admin.execute_command(
+        "ACL", "SETUSER", "worker", "on", ">lossless", "~*", "&*", "+@all"
+    )
+    config = redis_config(redis, REDIS_IDLE_CHECK=60)  # no check while paused
+    config["BACKEND"] = redis.url.replace("redis://", "redis://worker:lossless@")
+    server = Server(config=config).start()
+    followers: list[Follower] = []
+    try:
+        warm = RawStream(server.url, "/stream/warm")
+        warm.open()  # the listener and its control stream are set up
+        warm.close()
+        (first,) = server.publish("setup")
+        # Appends and replays work; the head read (and presence's) does not.
+        allowed = [f"+evalsha|{sha1(s)}" for s in (APPEND_SCRIPT, READ_SCRIPT)]
+        admin.execute_command("ACL", "SETUSER", "worker", "-evalsha", *allowed)
+        assert redis.proc is not None
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            path = f"/stream/setup?lastEventId={first}"
+            followers = [Follower(server.url, path, 3, timeout=60) for _ in range(5)]
+            server.wait_for(lambda stats: stats["channels"].get("setup") == 5)
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        server.wait_ended("setup", "unavailable")  # the head read failed
+        for follower in followers:
+            assert follower.ready.wait(20)  # past the replay, or unavailable
+        (pid,) = {pid for follower in followers for pid in follower.pids}
+        os.kill(int(pid), signal.SIGSTOP)
+        try:
+            assert admin.client_kill_filter(_type="pubsub") >= 1
+            ids = publish_elsewhere(server, "setup", 3)
+        finally:
+            os.kill(int(pid), signal.SIGCONT)
+        admin.execute_command("ACL", "SETUSER", "worker", "+evalsha")
+        deadline = time.monotonic() + 20
+        deaf = [f for f in followers if not f.done.wait(deadline - time.monotonic())]
+        assert not deaf, f"{len(deaf)} of 5 clients got {[f.received for f in deaf]}"
+        for follower in followers:
+            check_delivery(ids, follower.wait(0))
+    finally:
+        server.stop()
+        admin.close()
+        redis.stop()
+
+
+def sha1(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()

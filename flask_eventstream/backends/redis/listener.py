@@ -113,27 +113,44 @@ class Listener:
                     self.thread.start()
             if owner:
                 self._command("SUBSCRIBE", key)  # else the next connect does
-        try:
-            # Whatever is published once Redis confirms reaches this worker.
-            timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
-            if not ready.wait(timeout) or key not in state.channels:
-                raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
-            if owner:
-                head = self.store.head()
-                with state.lock:
-                    if state.epoch is None:
-                        state.epoch = head.epoch
-                    if key in state.channels:
-                        state.cursors.setdefault(key, head.key)
-                    # Subscribed with the first channel, and never unsubscribed.
-                    state.cursors.setdefault(state.control, head.key)
-        finally:
-            if owner:
-                # Listening (the cursor says so from now on), or failed: then
-                # the next listen starts over. An idle channel keeps no event.
-                with state.lock:
-                    if self.confirmed.get(key) is ready:
-                        del self.confirmed[key]
+        # Whatever is published once Redis confirms reaches this worker.
+        timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
+        if not ready.wait(timeout) or key not in state.channels:
+            raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
+        # Each caller, not only the one that subscribed: if that one's read
+        # fails (a crowd took the pool), the others must not go live unheard.
+        self._start(key, channel, ready)
+
+    def _start(self, key: bytes, channel: str, ready: threading.Event) -> None:
+        """Set stream ``key``'s cursor from a head read made after Redis
+        confirmed it (``ready``), unless another caller has: without one, the
+        listener cannot catch the stream up after a reconnect.
+        """
+        state = self.state
+        if not self._listening(key):
+            head = self.store.head()
+            with state.lock:
+                if state.epoch is None:
+                    state.epoch = head.epoch
+                # Not if unlistened meanwhile: its cursor would stand for a
+                # subscription Redis has not confirmed.
+                if self.confirmed.get(key) is ready:
+                    state.cursors.setdefault(key, head.key)
+                # Subscribed with the first channel, and never unsubscribed.
+                state.cursors.setdefault(state.control, head.key)
+        if not self._listening(key):
+            raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
+
+    def _listening(self, key: bytes) -> bool:
+        """Whether stream ``key`` has its cursor; its setup is let go then."""
+        with self.state.lock:
+            if key not in self.state.cursors:
+                return False
+            # Listening (the cursor says so from now on): an idle channel
+            # keeps no event. Until then (a read failed), the next caller
+            # reads the head without subscribing again.
+            self.confirmed.pop(key, None)
+            return True
 
     def unlisten(self, key: bytes) -> None:
         state = self.state
