@@ -12,8 +12,9 @@ A view decorated with :func:`stream` returns either
   its own with a copy of the request context, so it can use ``request``,
   ``session`` and ``g``; that context stays alive as long as the stream. While
   the generator is busy the stream still sends heartbeats;
-- a :class:`~flask.Response`, sent as it is (return ``("", 204)`` to tell a
-  browser to stop reconnecting).
+- a response: a :class:`~flask.Response`, or a ``str``, ``bytes``, ``dict``
+  or ``tuple`` that Flask makes one of, as from any view (return
+  ``("", 204)`` to tell a browser to stop reconnecting).
 """
 
 from __future__ import annotations
@@ -150,8 +151,8 @@ def respond(
     """Turn what a :func:`stream` view returned into its response
     (``retry`` in milliseconds, as sent).
     """
-    if isinstance(rv, (BaseResponse, tuple)):
-        return rv
+    if isinstance(rv, (BaseResponse, tuple, str, bytes, dict)):
+        return rv  # a response, as Flask makes one from any view's value
     hub = current_hub()
     options = Options(hub, heartbeat, retry, announce)
     transport = request.args.get("transport", "eventsource")
@@ -163,10 +164,11 @@ def respond(
         if transport != "eventsource":
             return poll_response(rv, options, longpoll=transport == "longpoll")
         return stream_response(rv, options, headers)
-    if isinstance(rv, (str, bytes, dict)) or not hasattr(rv, "__iter__"):
+    if not hasattr(rv, "__iter__"):
         raise TypeError(
             "A view decorated with @stream must return a Subscription, an"
-            f" iterable of events (a generator), or a Response, not"
+            " iterable of events (a generator), or a response (a Response, or"
+            " a str, bytes, dict or tuple as any Flask view), not"
             f" {type(rv).__name__}."
         )
     if transport != "eventsource":

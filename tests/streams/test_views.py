@@ -112,15 +112,38 @@ def test_view_may_answer_204_to_stop_reconnects(
     assert app.test_client().get("/bye").status_code == 204
 
 
+@pytest.mark.parametrize(
+    ("value", "status", "body"),
+    [
+        ("job done", 200, b"job done"),
+        (b"raw", 200, b"raw"),
+        ({"state": "done"}, 200, b'{"state":"done"}\n'),
+        (("gone", 410), 410, b"gone"),
+    ],
+    ids=["str", "bytes", "dict", "tuple"],
+)
+def test_a_view_may_return_what_any_flask_view_may(
+    app: Flask, value: t.Any, status: int, body: bytes
+) -> None:
+    # As docs/streams.rst says ("any response"); a str was a 500.
+    @app.get("/done")
+    @stream
+    def done() -> t.Any:
+        return value
+
+    answer = app.test_client().get("/done")
+    assert (answer.status_code, answer.get_data()) == (status, body)
+
+
 def test_view_returning_other_things_is_a_type_error(
     app: Flask, events: EventStream
 ) -> None:
     @app.get("/bad")
     @stream
     def bad() -> t.Any:
-        return "text"
+        return 42
 
-    with pytest.raises(TypeError, match="Subscription"):
+    with pytest.raises(TypeError, match="must return a Subscription.* not int"):
         app.test_client().get("/bad")
 
 
