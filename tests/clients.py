@@ -29,7 +29,10 @@ class RawStream:
         rcvbuf: int | None = None,
         timeout: float = 10.0,
         version: str = "1.1",
+        deferred: bool = False,
     ) -> None:
+        """:param deferred: connect, but send the request at :meth:`send`
+        (many clients' requests arrive as one burst)."""
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.socket()
         if rcvbuf is not None:
@@ -37,9 +40,11 @@ class RawStream:
         self.sock.settimeout(timeout)
         lines = [f"GET {path} HTTP/{version}", f"Host: {host}:{port}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
             self.sock.connect((host, int(port)))
-            self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            if not deferred:
+                self.send()
         except BaseException:
             self.sock.close()  # refused (a server restarting): no socket left open
             raise
@@ -51,6 +56,10 @@ class RawStream:
         self._remaining = 0  # bytes left in the current chunk
         self.ended = False
         self.parser = Parser()
+
+    def send(self) -> None:
+        """Send the request (at once, unless made ``deferred``)."""
+        self.sock.sendall(self.request)
 
     def _recv(self) -> bytes:
         data = self.sock.recv(65536)

@@ -263,6 +263,24 @@ class Server:
             time.sleep(0.05)
 
 
+def run_app(server: Server, code: str) -> list[str]:
+    """Run ``code`` in a process of its own with the server's app (as a script
+    or task worker would) and an app context; return what it printed.
+    """
+    script = "from serverapp import app, events\nwith app.app_context():\n"
+    script += "".join(f"    {line}\n" for line in code.splitlines())
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=server.env,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
 def _json(value: t.Any) -> str:
     import json
 

@@ -306,3 +306,45 @@ def test_new_limits_are_checked(key: str, value: t.Any) -> None:
     app.config[key] = value
     with pytest.raises(ValueError, match=key):
         EventStream(app)
+
+
+def test_redis_down_at_start_is_answered_at_once_and_said_plainly() -> None:
+    """Before: the first stream waited 10 s, and the log said the listener
+    "lost its connection", which it never had.
+    """
+    from clients import RawStream
+    from conftest import free_port
+    from conftest import Server
+
+    port = free_port()
+    server = Server(config={"BACKEND": f"redis://127.0.0.1:{port}/0"}).start()
+    redis = RedisServer()
+    redis.port, redis.url = port, f"redis://127.0.0.1:{port}/0"
+    try:
+        for transport, status in (("eventsource", 200), ("poll", 503)):
+            started = time.monotonic()
+            answer = server.http.get(f"/stream/down?transport={transport}")
+            took = time.monotonic() - started
+            assert answer.status_code == status, answer.text
+            assert took < 1.0, f"{transport} answered after {took:.1f}s"
+        stream = server.http.get("/stream/down").text
+        assert stream.startswith("retry: ") and ": the backend is unavailable" in stream
+        log = server.output()
+        assert f"Redis listener cannot connect to 127.0.0.1:{port}" in log, log
+        assert "lost its connection" not in log, log
+        # Once Redis is up, streams open and the log says so.
+        redis.start()
+        deadline = time.monotonic() + 15
+        while "Redis listener connected to" not in server.output():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        raw = RawStream(server.url, "/stream/down")
+        try:
+            assert raw.open() == []
+            sent = server.publish("down", "back")
+            assert [e.id for e in raw.events(1)] == sent
+        finally:
+            raw.close()
+    finally:
+        server.stop()
+        redis.stop()

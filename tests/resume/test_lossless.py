@@ -23,8 +23,8 @@ from clients import RawStream
 from conftest import on_backend
 from conftest import redis_config
 from conftest import RedisServer
+from conftest import run_app
 from conftest import Server
-from conftest import TESTS
 
 from flask_eventstream import Event
 from flask_eventstream.backends.redis.scripts import APPEND_SCRIPT
@@ -33,24 +33,6 @@ from flask_eventstream.testing import check_delivery
 from flask_eventstream.testing import parse
 
 RESET = "eventstream-reset"
-
-
-def run_app(server: Server, code: str) -> list[str]:
-    """Run ``code`` in a process of its own with the server's app (as a script
-    or task worker would) and an app context; return what it printed.
-    """
-    script = "from serverapp import app, events\nwith app.app_context():\n"
-    script += "".join(f"    {line}\n" for line in code.splitlines())
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=server.env,
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.split()
 
 
 def publish_elsewhere(server: Server, channel: str, count: int) -> list[str]:

@@ -14,8 +14,8 @@ from clients import Crowd
 from clients import Member
 from conftest import redis_config
 from conftest import RedisServer
+from conftest import run_app
 from conftest import Server
-from test_lossless import run_app
 
 from flask_eventstream.testing import check_delivery
 

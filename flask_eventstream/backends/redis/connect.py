@@ -118,8 +118,7 @@ def check_url(url: str) -> None:
         parts.port  # noqa: B018 - raises for a port that is not a number
     except ValueError:
         raise ValueError(
-            f"EVENTSTREAM_BACKEND {url!r}: the port is not a number from 0 to"
-            " 65535."
+            f"EVENTSTREAM_BACKEND {url!r}: the port is not a number from 0 to 65535."
         ) from None
 
 

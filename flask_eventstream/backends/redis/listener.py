@@ -88,6 +88,8 @@ class Listener:
         self.stopped = False
         #: Connection attempts failed in a row.
         self.failures = 0
+        #: Whether it ever connected (else a failure is not a lost connection).
+        self.ever_connected = False
 
     def listen(self, key: bytes, channel: str) -> None:
         """Receive stream ``key`` (of ``channel``) from a point no later than
@@ -113,9 +115,15 @@ class Listener:
                     self.thread.start()
             if owner:
                 self._command("SUBSCRIBE", key)  # else the next connect does
-        # Whatever is published once Redis confirms reaches this worker.
+        # Whatever is published once Redis confirms reaches this worker. A
+        # failed connect wakes the wait at once (see give_up).
         timeout = SETUP_TIMEOUT if self.failures == 0 else 1.0  # Redis is down
-        if not ready.wait(timeout) or key not in state.channels:
+        ready.wait(timeout)
+        with state.lock:
+            # Another caller may have set the cursor (and let the setup go);
+            # else a setup no longer wanted was given up.
+            given_up = key not in state.cursors and self.confirmed.get(key) is not ready
+        if not ready.is_set() or given_up or key not in state.channels:
             raise BackendUnavailable(f"Redis could not listen to {channel!r}.")
         # Each caller, not only the one that subscribed: if that one's read
         # fails (a crowd took the pool), the others must not go live unheard.
@@ -192,11 +200,21 @@ class Listener:
                 with self.sending:
                     self.connected = False
                     self.connection.disconnect()
+                self.give_up()
                 if self.stopped:
                     break
                 delay = min(MAX_BACKOFF, 0.1 * 2**self.failures)
                 self.failures += 1
-                if isinstance(error, redis.RedisError):
+                if isinstance(error, redis.RedisError) and not self.ever_connected:
+                    logger.warning(
+                        "Redis listener cannot connect to %s (%s): streams are"
+                        " answered 'unavailable' (clients retry) until it can;"
+                        " retrying in %.1fs.",
+                        self.where(),
+                        error,
+                        delay,
+                    )
+                elif isinstance(error, redis.RedisError):
                     logger.warning(
                         "Redis listener lost its connection (%s); retrying in %.1fs.",
                         error,
@@ -210,6 +228,17 @@ class Listener:
         with self.sending:
             self.connected = False
             self.connection.disconnect()
+
+    def give_up(self) -> None:
+        """Wake every caller waiting for Redis to confirm a channel: the
+        connection is gone, and they answer 'unavailable' now, not at the
+        setup timeout. Their next try subscribes again.
+        """
+        with self.state.lock:
+            waiting = list(self.confirmed.values())
+            self.confirmed.clear()
+        for ready in waiting:
+            ready.set()
 
     def connect(self) -> None:
         """Subscribe to every stream wanted, then read what was missed while
@@ -235,8 +264,10 @@ class Listener:
             self.dispatch(entries)
         self.handle(early)
         if self.failures:
-            logger.warning("Redis listener reconnected to %s.", self.where())
+            again = "reconnected" if self.ever_connected else "connected"
+            logger.warning("Redis listener %s to %s.", again, self.where())
             self.failures = 0
+        self.ever_connected = True
 
     def where(self) -> str:
         return f"{self.connection.host}:{self.connection.port}"
