@@ -85,7 +85,9 @@ def unavailable_response(
     """
     hub.count("errors")
     hub.logger.warning("Stream of %s not opened: the backend is unavailable.", what)
-    pause = options.opening(None) + b": the backend is unavailable\n"
+    # Jittered: after an outage, its clients do not all come back at once.
+    pause = options.opening(None) + jittered(options.retry)
+    pause += b": the backend is unavailable\n"
     return sse_response([pause], hub, headers)
 
 

@@ -329,6 +329,13 @@ def test_redis_down_at_start_is_answered_at_once_and_said_plainly() -> None:
             assert took < 1.0, f"{transport} answered after {took:.1f}s"
         stream = server.http.get("/stream/down").text
         assert stream.startswith("retry: ") and ": the backend is unavailable" in stream
+        # The last hint is jittered (RETRY is 0.5 s here): clients come back
+        # spread out when Redis does.
+        hints = set()
+        for _ in range(10):
+            body = server.http.get("/stream/down").text
+            hints.add(int(re.findall(r"^retry: (\d+)$", body, re.M)[-1]))
+        assert all(500 <= hint <= 1000 for hint in hints) and len(hints) > 1, hints
         log = server.output()
         assert f"Redis listener cannot connect to 127.0.0.1:{port}" in log, log
         assert "lost its connection" not in log, log
