@@ -4,8 +4,8 @@
 
     PrometheusMetrics(events, app)
 
-and expose the registry as usual (``prometheus_client.make_wsgi_app()``, or
-your own ``/metrics`` view).
+and expose it: ``PrometheusMetrics(events, app, path="/metrics")`` adds the
+route, or serve :meth:`PrometheusMetrics.scrape` from a view of your own.
 
 In one process the figures are read from
 :meth:`EventStream.snapshot <flask_eventstream.EventStream.snapshot>` at each
@@ -72,6 +72,10 @@ class PrometheusMetrics:
     :param prefix: the metric names' prefix.
     :param channel_ttl: in multiprocess mode, seconds a channel without
         subscribers keeps its series (at 0) before it is dropped.
+    :param path: if given, a ``GET`` route at this path (``"/metrics"``)
+        that serves the scrape, in one process (``registry``) or several (a
+        ``MultiProcessCollector`` over ``PROMETHEUS_MULTIPROC_DIR``). Protect
+        or leave it off where the app is public: it lists channel names.
     :raises RuntimeError: if ``prometheus_client`` is not installed.
     """
 
@@ -83,6 +87,7 @@ class PrometheusMetrics:
         registry: t.Any = None,
         prefix: str = "eventstream",
         channel_ttl: float = CHANNEL_SERIES_TTL,
+        path: str | None = None,
     ) -> None:
         if prometheus_client is None:
             raise RuntimeError(
@@ -101,6 +106,20 @@ class PrometheusMetrics:
             self._setup_multiprocess(registry)
         else:
             (registry or prometheus_client.REGISTRY).register(self)
+        if path is not None:
+            scraped = registry or prometheus_client.REGISTRY
+            app.add_url_rule(path, "eventstream_metrics", lambda: self.scrape(scraped))
+
+    def scrape(self, registry: t.Any = None) -> tuple[bytes, dict[str, str]]:
+        """The scrape's body and headers: ``registry``'s metrics in one
+        process, the sum over the workers in multiprocess mode. What the
+        ``path`` route answers; call it from a view of your own to protect it.
+        """
+        if self.multiprocess:
+            registry = prometheus_client.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        body = prometheus_client.generate_latest(registry or prometheus_client.REGISTRY)
+        return body, {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
 
     # -- one process: read at scrape time --------------------------------
 

@@ -206,20 +206,11 @@ def create_app() -> Flask:
         return "", 204
 
     if os.environ.get("TEST_METRICS"):
-        # Prometheus, multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set).
-        from prometheus_client import CollectorRegistry
-        from prometheus_client import generate_latest
-        from prometheus_client.multiprocess import MultiProcessCollector
-
+        # Prometheus: one process, or multiprocess mode when
+        # PROMETHEUS_MULTIPROC_DIR is set; the route serves either.
         from flask_eventstream.metrics import PrometheusMetrics
 
-        PrometheusMetrics(events, app)
-
-        @app.get("/metrics")
-        def metrics() -> t.Any:
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-            return generate_latest(registry), 200, {"Content-Type": "text/plain"}
+        PrometheusMetrics(events, app, path="/metrics")
 
     return app
 

@@ -49,6 +49,32 @@ def test_one_process_reads_the_figures_at_each_scrape(
     assert sample(generate_latest(registry).decode(), "eventstream_refused_total") == 0
 
 
+def test_one_line_serves_the_scrape_of_a_single_process_server() -> None:
+    # PrometheusMetrics(events, app, path="/metrics"): no view to write.
+    server = Server("gevent")
+    server.env["TEST_METRICS"] = "1"
+    server.start()
+    try:
+        stream = RawStream(server.url, "/stream/scraped-alone")
+        try:
+            stream.open()
+            server.publish("scraped-alone", "x", count=2)
+            assert len(stream.events(2)) == 2
+            answer = server.http.get("/metrics")
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith("text/plain")
+            text = answer.text
+            assert sample(text, "eventstream_connections") == 1
+            channel = 'eventstream_channel_subscribers{channel="scraped-alone"}'
+            assert sample(text, channel) == 1
+            assert sample(text, "eventstream_published_total") == 2
+            assert sample(text, "eventstream_delivered_total") == 2
+        finally:
+            stream.close()
+    finally:
+        server.stop()
+
+
 @pytest.mark.redis
 @pytest.mark.timeout(90)
 def test_multiprocess_mode_sums_the_workers(
