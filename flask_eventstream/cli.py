@@ -47,14 +47,18 @@ _MEMORY_ONLY = (
 )
 
 
-def _extension(*, shared: bool) -> Extension:
+def _extension(*, shared: bool, instead: str = "") -> Extension:
+    """The app's extension; with ``shared``, only on a backend this process
+    shares with the server (else an error that says what to do, and
+    ``instead``, another way).
+    """
     events: Extension | None = current_app.extensions.get("eventstream")
     if events is None:
         raise click.ClickException("This app has no EventStream extension.")
     if shared and current_app.config["EVENTSTREAM_BACKEND"] == "memory":
         raise click.ClickException(
             f"{_MEMORY_ONLY} Configure a Redis backend to use this command"
-            " from outside the server."
+            f" from outside the server{instead}."
         )
     return events
 
@@ -124,7 +128,13 @@ def tail_command(
         url = url.replace("{channels}", ",".join(channels))
         source = _http_events(url, last_event_id)
     else:
-        events = _extension(shared=True)
+        prefix = current_app.config.get("EVENTSTREAM_URL_PREFIX")
+        where = "URL-OF-A-STREAM" if prefix is None else f"http://HOST:PORT{prefix}"
+        instead = (
+            ", or read the running server's stream over HTTP:"
+            f" flask eventstream tail --url {where}/{{channels}} {' '.join(channels)}"
+        )
+        events = _extension(shared=True, instead=instead)
         for channel in channels:
             problem = check_channel(channel)
             if problem is not None:

@@ -152,6 +152,12 @@ def test_commands_that_need_a_shared_backend_say_so() -> None:
         result = run(server, *args)
         assert result.returncode == 1, result
         assert "EVENTSTREAM_BACKEND is 'memory'" in result.stderr
+    # tail has another way: the server's own stream, over HTTP.
+    result = run(server, "tail", "news", "user.7")
+    assert (
+        "or read the running server's stream over HTTP: flask eventstream tail"
+        " --url http://HOST:PORT/events/{channels} news user.7"
+    ) in result.stderr, result.stderr
     result = run(server, "tail", "--url", "ftp://example", "x")
     assert result.returncode == 2
     assert "is not an http(s) URL" in result.stderr
