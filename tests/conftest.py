@@ -73,10 +73,11 @@ class Server:
         app: str = "serverapp:app",
         extra: t.Sequence[str] = (),
         health: str = "/health",
+        port: int | None = None,
     ) -> None:
         self.kind = kind
         self.health = health
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
         self.app = app

@@ -213,3 +213,45 @@ def test_data_json_cannot_write_is_a_value_error_naming_the_channel(
     assert "Data is a str, sent as it is, or a value app.json serialises" in message
     if isinstance(data, bytes):
         assert "decode bytes to a str first" in message
+
+
+PRESET = ["-c", "python:flask_eventstream.gunicorn"]
+
+
+def test_the_preset_refuses_a_port_another_server_holds() -> None:
+    """Before: with the preset's SO_REUSEPORT, a second server on a taken port
+    started without a word and took half the first one's requests.
+    """
+    first = Server(extra=PRESET).start()
+    second = Server(extra=PRESET, port=first.port)
+    try:
+        done = subprocess.run(
+            second.command(), env=second.env, cwd=TESTS, capture_output=True,
+            text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 1, done.stderr
+        assert f"Port {first.port} on 127.0.0.1 is taken" in done.stderr
+        assert "reuse_port = True (--reuse-port)" in done.stderr
+        pids = {first.http.get("/health").headers["x-worker-pid"] for _ in range(8)}
+        assert len(pids) == 1  # one server answers, the first
+    finally:
+        first.stop()
+
+
+def test_the_preset_shares_a_port_when_asked() -> None:
+    first = Server(extra=[*PRESET, "--reuse-port"]).start()
+    second = Server(extra=[*PRESET, "--reuse-port"], port=first.port)
+    try:
+        second.start()  # meant: both listen
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_preload_with_gevent_is_named_at_start() -> None:
+    server = Server(extra=[*PRESET, "--preload"]).start()
+    try:
+        log = server.output()
+    finally:
+        server.stop()
+    assert "--preload (preload_app) imports the app in gunicorn's master" in log

@@ -319,7 +319,7 @@ def test_redis_down_at_start_is_answered_at_once_and_said_plainly() -> None:
     port = free_port()
     server = Server(config={"BACKEND": f"redis://127.0.0.1:{port}/0"}).start()
     redis = RedisServer()
-    redis.port, redis.url = port, f"redis://127.0.0.1:{port}/0"
+    redis.port, redis.url = port, f"redis://127.0.0.1:{port}/0"  # started below
     try:
         for transport, status in (("eventsource", 200), ("poll", 503)):
             started = time.monotonic()
