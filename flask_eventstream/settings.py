@@ -50,20 +50,21 @@ logger = logging.getLogger("flask_eventstream")
 
 
 def unknown_keys(config: t.Mapping[str, t.Any]) -> list[str]:
-    """A warning for each ``EVENTSTREAM_*`` key of ``config`` that is not
-    one of :data:`DEFAULTS` (a typo is otherwise silently ignored), naming
-    the closest known key.
+    """A warning for each key of ``config`` that reads ``EVENTSTREAM_*`` in
+    any case but is not one of :data:`DEFAULTS` (a typo is otherwise
+    silently ignored), naming the closest known key.
     """
     prefix = "EVENTSTREAM_"
     # Compared without the prefix they all share, which would match anything.
     names = [key.removeprefix(prefix) for key in DEFAULTS]
     found = []
     for key in config:
-        if not isinstance(key, str) or not key.startswith(prefix):
+        if not isinstance(key, str) or key in DEFAULTS:
             continue
-        if key in DEFAULTS:
+        upper = key.upper()
+        if not upper.startswith(prefix):
             continue
-        close = difflib.get_close_matches(key.removeprefix(prefix), names, n=1)
+        close = difflib.get_close_matches(upper.removeprefix(prefix), names, n=1)
         hint = f": did you mean {prefix}{close[0]}?" if close else "."
         found.append(f"Unknown configuration key {key} (ignored){hint}")
     return found
@@ -73,33 +74,38 @@ def unknown_keys(config: t.Mapping[str, t.Any]) -> list[str]:
 #: ``EVENTSTREAM_RETRY`` and ``@stream(retry=...)``, for one release.
 LEGACY_RETRY = 100
 
+#: The longest ``retry`` delay, in seconds: a day.
+MAX_RETRY = 24 * 3600
+
 
 def retry_milliseconds(value: object, name: str, stacklevel: int = 2) -> int | None:
     """The ``retry:`` delay, in whole milliseconds, for ``value`` in seconds;
     ``None`` (no ``retry:`` line) for ``None``.
 
     For one release a value of :data:`LEGACY_RETRY` or more is read as
-    milliseconds, with a :class:`DeprecationWarning` and a logged warning.
+    milliseconds, with a :class:`DeprecationWarning` and a logged warning;
+    a smaller one is seconds.
 
     :param name: what ``value`` is, for the messages.
-    :raises ValueError: for anything but a finite number of seconds ``>= 0``.
+    :raises ValueError: for anything but a number of seconds from 0 to
+        :data:`MAX_RETRY`.
     """
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
+    seconds = _number(value)
+    legacy = seconds is not None and seconds >= LEGACY_RETRY
+    if seconds is not None and legacy:
+        seconds /= 1000
+    if seconds is None or not 0 <= seconds <= MAX_RETRY:
+        note = f" ({LEGACY_RETRY} or more is read as milliseconds)" if legacy else ""
         raise ValueError(
-            f"{name} must be a non-negative number of seconds or None, not {value!r}."
+            f"{name} must be None or a number of seconds from 0 to {MAX_RETRY}"
+            f" (a day), not {value!r:.60}{note}."
         )
-    seconds = value
-    if value >= LEGACY_RETRY:
-        seconds = value / 1000
+    if legacy:
         message = (
-            f"{name} is in seconds now: {value!r} read as {seconds} s; set {seconds}"
+            f"{name} is in seconds now: {value!r} read as {seconds} s; set"
+            f" {seconds} (a value under {LEGACY_RETRY} is read as seconds)"
         )
         warnings.warn(message, DeprecationWarning, stacklevel=stacklevel + 1)
         logger.warning(message)
@@ -156,60 +162,132 @@ def check_publish(event: object, idempotency_key: object) -> str | None:
     return None
 
 
-def _positive(
-    config: t.Mapping[str, t.Any], key: str, kind: type, where: str = ""
-) -> t.Any:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{where}{key} must be a positive number, not {value!r}.")
-    return kind(value)
+#: The longest duration a key takes, in seconds: ten years. Redis refuses
+#: a longer expiry (about 2**63 milliseconds), and a timeout overflows.
+MAX_SECONDS = 10 * 365 * 24 * 3600
 
-
-def _optional(
-    config: t.Mapping[str, t.Any], key: str, kind: type, where: str = ""
-) -> t.Any:
-    return None if config[key] is None else _positive(config, key, kind, where)
-
+#: The largest count or size a key takes: a C ``int``, as socket options
+#: and Redis's counts take.
+MAX_COUNT = 2**31 - 1
 
 #: The most connections ``EVENTSTREAM_REDIS_POOL_SIZE`` gives a worker.
 MAX_REDIS_POOL = 1000
 
+_T = t.TypeVar("_T")
 
-def _redis_pool(config: t.Mapping[str, t.Any], key: str) -> int:
+#: A checker: ``config[key]`` checked, for the key named ``where + key``.
+_Check = t.Callable[[t.Mapping[str, t.Any], str, str], _T]
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a finite ``float``; ``None`` if it is no number (a
+    ``bool``, a ``str``, NaN or infinity).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int past a float's range
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _duration(config: t.Mapping[str, t.Any], key: str, where: str = "") -> float:
+    """A number of seconds above 0 and at most :data:`MAX_SECONDS`."""
     value = config[key]
-    if type(value) is not int or not 1 <= value <= MAX_REDIS_POOL:
+    seconds = _number(value)
+    if seconds is None or not 0 < seconds <= MAX_SECONDS:
         raise ValueError(
-            f"{key} must be a whole number from 1 to {MAX_REDIS_POOL}, not {value!r}."
+            f"{where}{key} must be a positive number of seconds, at most"
+            f" {MAX_SECONDS} (ten years), not {value!r:.60}."
         )
-    return value
+    return seconds
 
 
-def _seconds(config: t.Mapping[str, t.Any], key: str) -> float:
+def _whole(
+    config: t.Mapping[str, t.Any], key: str, where: str, low: int, high: int
+) -> int:
+    """An ``int`` from ``low`` to ``high``, or a ``float`` that is one."""
     value = config[key]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < float("inf")
-    ):
-        raise ValueError(f"{key} must be a positive number of seconds, not {value!r}.")
-    return float(value)
+    number = _number(value)
+    if number is None or not number.is_integer() or not low <= number <= high:
+        raise ValueError(
+            f"{where}{key} must be a whole number from {low} to {high},"
+            f" not {value!r:.60}."
+        )
+    return int(value)
 
 
-def _flag(config: t.Mapping[str, t.Any], key: str, where: str = "") -> bool:
-    value = config[key]
-    if not isinstance(value, bool):
-        raise ValueError(f"{where}{key} must be True or False, not {value!r}.")
-    return value
+def _count(config: t.Mapping[str, t.Any], key: str, where: str = "") -> int:
+    """A count or size: a whole number from 1 to :data:`MAX_COUNT`."""
+    return _whole(config, key, where, 1, MAX_COUNT)
+
+
+def _redis_pool(config: t.Mapping[str, t.Any], key: str, where: str = "") -> int:
+    return _whole(config, key, where, 1, MAX_REDIS_POOL)
 
 
 def _rewind(config: t.Mapping[str, t.Any], key: str, where: str = "") -> int:
+    return _whole(config, key, where, 0, MAX_REWIND)
+
+
+def _optional(
+    config: t.Mapping[str, t.Any], key: str, check: _Check[_T], where: str = ""
+) -> _T | None:
+    """``None``, or what ``check`` accepts."""
+    return None if config[key] is None else check(config, key, where)
+
+
+def _flag(config: t.Mapping[str, t.Any], key: str, where: str = "") -> bool:
+    """``True`` or ``False``: a ``str`` such as ``"False"`` is refused, as
+    ``bool()`` would read it as true.
+    """
     value = config[key]
-    if type(value) is not int or not 0 <= value <= MAX_REWIND:
+    if not isinstance(value, bool):
+        hint = ""
+        if isinstance(value, str):
+            hint = (
+                " (in an environment variable read by from_prefixed_env,"
+                " write true or false: it is read as JSON)"
+            )
         raise ValueError(
-            f"{where}{key} must be a whole number from 0 to {MAX_REWIND},"
-            f" not {value!r}."
+            f"{where}{key} must be True or False, not {value!r:.60}{hint}."
         )
     return value
+
+
+def _text(config: t.Mapping[str, t.Any], key: str, example: str) -> str:
+    value = config[key]
+    if not isinstance(value, str):
+        raise ValueError(
+            f"{key} must be a str, such as {example!r}, not {value!r:.60}."
+        )
+    return value
+
+
+def _url_prefix(config: t.Mapping[str, t.Any], key: str) -> str | None:
+    value = config[key]
+    if value is not None and (not isinstance(value, str) or value[:1] != "/"):
+        raise ValueError(
+            f"{key} must be a path starting with '/', such as '/events', or"
+            f" None (no endpoint), not {value!r:.60}."
+        )
+    return value
+
+
+def _origins(config: t.Mapping[str, t.Any], key: str) -> frozenset[str]:
+    value = config[key]
+    if value is None:
+        return frozenset()
+    origins = [value] if isinstance(value, str) else value
+    if not isinstance(origins, (list, tuple, set, frozenset)) or not all(
+        isinstance(origin, str) for origin in origins
+    ):
+        raise ValueError(
+            f"{key} must be None, '*', an origin such as 'https://app.example',"
+            f" or a list of them, not {value!r:.60}."
+        )
+    return frozenset(origins)
 
 
 class ChannelSettings(t.NamedTuple):
@@ -251,9 +329,9 @@ def _namespace(
     merged = {**dict(zip(NAMESPACE_KEYS, base, strict=True)), **options}
     where += "."
     return ChannelSettings(
-        _positive(merged, "history", int, where),
-        _optional(merged, "history_ttl", float, where),
-        _positive(merged, "max_event_bytes", int, where),
+        _count(merged, "history", where),
+        _optional(merged, "history_ttl", _duration, where),
+        _count(merged, "max_event_bytes", where),
         _flag(merged, "presence", where),
         _rewind(merged, "rewind", where),
     )
@@ -266,32 +344,25 @@ class Settings:
     """
 
     def __init__(self, config: t.Mapping[str, t.Any]) -> None:
+        #: Checked by ``create_backend``, which knows the schemes.
         self.backend_url: str = config["EVENTSTREAM_BACKEND"]
-        self.history: int = _positive(config, "EVENTSTREAM_HISTORY", int)
-        self.history_ttl: float | None = _optional(
-            config, "EVENTSTREAM_HISTORY_TTL", float
-        )
-        self.history_channels: int = _positive(
-            config, "EVENTSTREAM_HISTORY_CHANNELS", int
-        )
-        self.redis_prefix: str = config["EVENTSTREAM_REDIS_PREFIX"]
+        self.history = _count(config, "EVENTSTREAM_HISTORY")
+        self.history_ttl = _optional(config, "EVENTSTREAM_HISTORY_TTL", _duration)
+        self.history_channels = _count(config, "EVENTSTREAM_HISTORY_CHANNELS")
+        self.redis_prefix = _text(config, "EVENTSTREAM_REDIS_PREFIX", "eventstream:")
         #: Redis only: the pooled connections of a worker, and the seconds a
         #: caller waits for one and for its answer.
         self.redis_pool_size = _redis_pool(config, "EVENTSTREAM_REDIS_POOL_SIZE")
-        self.redis_timeout = _seconds(config, "EVENTSTREAM_REDIS_TIMEOUT")
+        self.redis_timeout = _duration(config, "EVENTSTREAM_REDIS_TIMEOUT")
         #: Redis only: seconds a publish waits for its pipeline and answer.
-        self.redis_batch_timeout = _seconds(config, "EVENTSTREAM_REDIS_BATCH_TIMEOUT")
+        self.redis_batch_timeout = _duration(config, "EVENTSTREAM_REDIS_BATCH_TIMEOUT")
         #: Redis only: seconds of silence before the listener checks the store.
-        self.redis_idle_check = _seconds(config, "EVENTSTREAM_REDIS_IDLE_CHECK")
-        self.heartbeat: float = _positive(config, "EVENTSTREAM_HEARTBEAT", float)
-        self.queue_size: int = _positive(config, "EVENTSTREAM_QUEUE_SIZE", int)
-        self.max_connections: int = _positive(
-            config, "EVENTSTREAM_MAX_CONNECTIONS", int
-        )
-        self.max_channels: int = _positive(config, "EVENTSTREAM_MAX_CHANNELS", int)
-        self.max_event_bytes: int = _positive(
-            config, "EVENTSTREAM_MAX_EVENT_BYTES", int
-        )
+        self.redis_idle_check = _duration(config, "EVENTSTREAM_REDIS_IDLE_CHECK")
+        self.heartbeat = _duration(config, "EVENTSTREAM_HEARTBEAT")
+        self.queue_size = _count(config, "EVENTSTREAM_QUEUE_SIZE")
+        self.max_connections = _count(config, "EVENTSTREAM_MAX_CONNECTIONS")
+        self.max_channels = _count(config, "EVENTSTREAM_MAX_CHANNELS")
+        self.max_event_bytes = _count(config, "EVENTSTREAM_MAX_EVENT_BYTES")
         #: What applies to a channel in no namespace, and what a namespace
         #: leaves out.
         self.default = ChannelSettings(
@@ -319,26 +390,21 @@ class Settings:
         #: Events read from the store at a time for a replay: at most about
         #: REPLAY_BYTES, whatever the events' size.
         self.replay_page = max(1, min(1000, REPLAY_BYTES // largest))
-        self.poll_timeout: float = _positive(config, "EVENTSTREAM_POLL_TIMEOUT", float)
-        self.poll_batch: int = _positive(config, "EVENTSTREAM_POLL_BATCH", int)
-        self.send_timeout: float = _positive(config, "EVENTSTREAM_SEND_TIMEOUT", float)
-        self.send_buffer: int | None = _optional(config, "EVENTSTREAM_SEND_BUFFER", int)
-        self.max_lifetime: float | None = _optional(
-            config, "EVENTSTREAM_MAX_LIFETIME", float
-        )
+        self.poll_timeout = _duration(config, "EVENTSTREAM_POLL_TIMEOUT")
+        self.poll_batch = _count(config, "EVENTSTREAM_POLL_BATCH")
+        self.send_timeout = _duration(config, "EVENTSTREAM_SEND_TIMEOUT")
+        self.send_buffer = _optional(config, "EVENTSTREAM_SEND_BUFFER", _count)
+        self.max_lifetime = _optional(config, "EVENTSTREAM_MAX_LIFETIME", _duration)
         #: The ``retry:`` delay in milliseconds, as sent; ``None``: not sent.
         self.retry: int | None = retry_milliseconds(
             config["EVENTSTREAM_RETRY"], "EVENTSTREAM_RETRY", stacklevel=4
         )
-        origins = config["EVENTSTREAM_CORS_ORIGINS"]
-        if isinstance(origins, str):
-            origins = [origins]
-        self.cors_origins: frozenset[str] = frozenset(origins or ())
-        self.cors_credentials = bool(config["EVENTSTREAM_CORS_CREDENTIALS"])
-        self.direct_writes = bool(config["EVENTSTREAM_DIRECT_WRITES"])
-        self.idempotency_window: float = _positive(
-            config, "EVENTSTREAM_IDEMPOTENCY_WINDOW", float
-        )
+        #: The built-in endpoint's prefix; ``None``: no endpoint.
+        self.url_prefix = _url_prefix(config, "EVENTSTREAM_URL_PREFIX")
+        self.cors_origins = _origins(config, "EVENTSTREAM_CORS_ORIGINS")
+        self.cors_credentials = _flag(config, "EVENTSTREAM_CORS_CREDENTIALS")
+        self.direct_writes = _flag(config, "EVENTSTREAM_DIRECT_WRITES")
+        self.idempotency_window = _duration(config, "EVENTSTREAM_IDEMPOTENCY_WINDOW")
 
     def channel(self, name: str) -> ChannelSettings:
         """The settings of channel ``name``: those of the longest namespace

@@ -3,12 +3,14 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import re
 import threading
 import time
 import typing as t
 import weakref
 
 import pytest
+from conftest import Server
 from flask import Flask
 from flask import request
 from flask.json.provider import DefaultJSONProvider
@@ -70,6 +72,109 @@ def test_bad_configuration_is_a_clear_error(key: str, value: object) -> None:
         EventStream(app)
 
 
+NAN, INF = float("nan"), float("inf")
+DURATION = r"must be a positive number of seconds, at most 315360000 \(ten years\)"
+COUNT = "must be a whole number from 1 to 2147483647"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # Durations: one rule, finite and bounded (NaN pinned a worker).
+        ({"EVENTSTREAM_POLL_TIMEOUT": NAN}, f"EVENTSTREAM_POLL_TIMEOUT {DURATION}"),
+        ({"EVENTSTREAM_HEARTBEAT": NAN}, f"EVENTSTREAM_HEARTBEAT {DURATION}"),
+        ({"EVENTSTREAM_SEND_TIMEOUT": INF}, f"EVENTSTREAM_SEND_TIMEOUT {DURATION}"),
+        ({"EVENTSTREAM_MAX_LIFETIME": NAN}, f"EVENTSTREAM_MAX_LIFETIME {DURATION}"),
+        ({"EVENTSTREAM_HISTORY_TTL": 1e20}, f"EVENTSTREAM_HISTORY_TTL {DURATION}"),
+        ({"EVENTSTREAM_IDEMPOTENCY_WINDOW": 1e20}, f"IDEMPOTENCY_WINDOW {DURATION}"),
+        ({"EVENTSTREAM_REDIS_TIMEOUT": 1e20}, f"EVENTSTREAM_REDIS_TIMEOUT {DURATION}"),
+        (
+            {"EVENTSTREAM_NAMESPACES": {"u.": {"history_ttl": NAN}}},
+            rf"NAMESPACES\['u.'\].history_ttl {DURATION}",
+        ),
+        # Counts: whole numbers from 1, never truncated or rounded.
+        ({"EVENTSTREAM_HISTORY": 0.5}, f"EVENTSTREAM_HISTORY {COUNT}, not 0.5"),
+        ({"EVENTSTREAM_POLL_BATCH": 0.5}, f"EVENTSTREAM_POLL_BATCH {COUNT}"),
+        ({"EVENTSTREAM_QUEUE_SIZE": 2.5}, f"EVENTSTREAM_QUEUE_SIZE {COUNT}"),
+        ({"EVENTSTREAM_HISTORY": NAN}, f"EVENTSTREAM_HISTORY {COUNT}, not nan"),
+        ({"EVENTSTREAM_MAX_CHANNELS": INF}, f"EVENTSTREAM_MAX_CHANNELS {COUNT}"),
+        ({"EVENTSTREAM_MAX_EVENT_BYTES": 0.1}, f"MAX_EVENT_BYTES {COUNT}"),
+        ({"EVENTSTREAM_SEND_BUFFER": 2**31}, f"EVENTSTREAM_SEND_BUFFER {COUNT}"),
+        ({"EVENTSTREAM_MAX_CONNECTIONS": True}, f"MAX_CONNECTIONS {COUNT}"),
+        (
+            {"EVENTSTREAM_NAMESPACES": {"u.": {"history": 0.5}}},
+            rf"NAMESPACES\['u.'\].history {COUNT}",
+        ),
+        # Switches: True or False, never bool() of a str.
+        (
+            {"EVENTSTREAM_CORS_CREDENTIALS": "False"},
+            "EVENTSTREAM_CORS_CREDENTIALS must be True or False, not 'False'"
+            r" \(in an environment variable .* write true or false",
+        ),
+        ({"EVENTSTREAM_DIRECT_WRITES": "no"}, "DIRECT_WRITES must be True or False"),
+        ({"EVENTSTREAM_DIRECT_WRITES": 0}, "DIRECT_WRITES must be True or False"),
+        # The other keys: a ValueError naming the key, not another error.
+        ({"EVENTSTREAM_URL_PREFIX": 5}, "URL_PREFIX must be a path starting with"),
+        ({"EVENTSTREAM_URL_PREFIX": "events"}, "URL_PREFIX must be a path starting"),
+        ({"EVENTSTREAM_CORS_ORIGINS": 5}, "EVENTSTREAM_CORS_ORIGINS must be None"),
+        ({"EVENTSTREAM_CORS_ORIGINS": [b"x"]}, "EVENTSTREAM_CORS_ORIGINS must be"),
+        ({"EVENTSTREAM_REDIS_PREFIX": None}, "EVENTSTREAM_REDIS_PREFIX must be a str"),
+        # Retry: at most a day, in either unit (1e300 made a 298-digit line).
+        (
+            {"EVENTSTREAM_RETRY": 1e300},
+            r"EVENTSTREAM_RETRY must be None or a number of seconds from 0 to"
+            r" 86400 \(a day\), not 1e\+300 \(100 or more is read as milli",
+        ),
+        ({"EVENTSTREAM_RETRY": INF}, "EVENTSTREAM_RETRY must be None or a number"),
+    ],
+)
+def test_each_kind_of_value_has_one_rule_naming_the_key(
+    config: dict[str, t.Any], message: str
+) -> None:
+    app = Flask("bad")
+    app.config.update(config)
+    with pytest.raises(ValueError, match=message):
+        EventStream(app)
+
+
+def test_values_within_the_rules_are_kept() -> None:
+    ten_years = 10 * 365 * 24 * 3600
+    config = {
+        **DEFAULTS,
+        "EVENTSTREAM_HISTORY": 5.0,  # a whole float, as JSON may give
+        "EVENTSTREAM_SEND_BUFFER": 2**31 - 1,
+        "EVENTSTREAM_HISTORY_TTL": ten_years,
+        "EVENTSTREAM_HEARTBEAT": 1,
+        "EVENTSTREAM_CORS_ORIGINS": "https://app.example",
+        "EVENTSTREAM_URL_PREFIX": "/api/events",
+        "EVENTSTREAM_RETRY": 86_400_000,  # a day, in the old milliseconds
+    }
+    with pytest.warns(DeprecationWarning):
+        settings = Settings(config)
+    assert (settings.history, type(settings.history)) == (5, int)
+    assert settings.send_buffer == 2**31 - 1
+    assert settings.history_ttl == float(ten_years)
+    assert (settings.heartbeat, type(settings.heartbeat)) == (1.0, float)
+    assert settings.cors_origins == {"https://app.example"}
+    assert settings.url_prefix == "/api/events"
+    assert settings.retry == 86_400_000
+
+
+def test_a_nan_duration_from_the_environment_stops_the_server() -> None:
+    # FLASK_EVENTSTREAM_POLL_TIMEOUT=NaN: from_prefixed_env reads it as JSON,
+    # a float NaN. It was accepted, and one long-poll pinned the worker.
+    server = Server(config={"POLL_TIMEOUT": "NaN"})
+    try:
+        with pytest.raises(RuntimeError, match="server exited"):
+            server.start()
+    finally:
+        server.stop()
+    assert server.env["FLASK_EVENTSTREAM_POLL_TIMEOUT"] == "NaN"
+    assert re.search(
+        f"ValueError: EVENTSTREAM_POLL_TIMEOUT {DURATION}, not nan", server.output()
+    )
+
+
 def warnings_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
@@ -91,6 +196,25 @@ def test_an_unknown_key_is_a_warning_naming_the_closest(
         "Unknown configuration key EVENTSTREAM_ZZZ (ignored).",
     ]
     assert app.config["EVENTSTREAM_HEARTBEAT"] == DEFAULTS["EVENTSTREAM_HEARTBEAT"]
+
+
+@pytest.mark.parametrize(
+    ("key", "closest"),
+    [
+        ("eventstream_heartbeat", "EVENTSTREAM_HEARTBEAT"),
+        ("EVENTSTREAM_heartbeat", "EVENTSTREAM_HEARTBEAT"),
+        ("Eventstream_Poll_Timeout", "EVENTSTREAM_POLL_TIMEOUT"),
+    ],
+)
+def test_an_unknown_key_in_any_case_names_the_key_meant(
+    caplog: pytest.LogCaptureFixture, key: str, closest: str
+) -> None:
+    app = Flask("case")
+    app.config[key] = 5
+    EventStream(app)
+    assert warnings_logged(caplog) == [
+        f"Unknown configuration key {key} (ignored): did you mean {closest}?"
+    ]
 
 
 def test_known_keys_from_the_environment_warn_nothing(
@@ -145,10 +269,13 @@ def test_retry_none_sends_no_retry_line() -> None:
 def test_a_retry_in_milliseconds_is_read_with_a_deprecation_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    expected = "EVENTSTREAM_RETRY is in seconds now: 3000 read as 3.0 s; set 3.0"
+    expected = (
+        "EVENTSTREAM_RETRY is in seconds now: 3000 read as 3.0 s; set 3.0"
+        " (a value under 100 is read as seconds)"
+    )
     app = Flask("legacy")
     app.config["EVENTSTREAM_RETRY"] = 3000
-    with pytest.warns(DeprecationWarning, match=expected) as caught:
+    with pytest.warns(DeprecationWarning, match=re.escape(expected)) as caught:
         events = EventStream()
         events.init_app(app)
     assert caught[0].filename == __file__  # the line that configured it
