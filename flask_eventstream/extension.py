@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import typing as t
 import weakref
 
@@ -27,11 +28,14 @@ from .http import preflight
 from .http import request_cursor
 from .http import undecorated
 from .hub import Hub
+from .logs import route_log
 from .server import capture_start_response
 from .settings import check_channel
 from .settings import check_publish
 from .settings import DEFAULTS
 from .settings import unknown_keys
+from .setup_checks import note_setup
+from .setup_checks import unread_environment
 from .subscription import Subscription
 from .wire import Event
 
@@ -76,10 +80,14 @@ class EventStream:
                 "An 'EventStream' instance is already registered on this Flask app."
                 " Import and use that instance instead."
             )
+        route_log()
+        note_setup()
         for problem in unknown_keys(app.config):
             logger.warning(problem)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
+        for problem in unread_environment(app.config, os.environ):
+            logger.warning(problem)
         hub = self._hubs[app] = Hub(app, app.config)
         app.extensions["eventstream"] = self
         weak = check_secret(app.config.get("SECRET_KEY"))
@@ -378,6 +386,8 @@ class EventStream:
             often (a scrape).
         :raises RuntimeError: if ``app`` is not registered with this
             instance, or none is current and it serves several.
+        :raises BackendUnavailable: with ``everywhere``, if the backend
+            cannot be read (Redis is down).
 
         .. versionadded:: 0.1
         """

@@ -14,9 +14,10 @@ what differs::
 Environment variables override three settings without a file of your own:
 ``WEB_CONCURRENCY`` (workers), ``GUNICORN_BIND`` and
 ``EVENTSTREAM_WORKER_CONNECTIONS``. Without ``WEB_CONCURRENCY`` it starts one
-worker, or one per core when ``FLASK_EVENTSTREAM_BACKEND`` (or
-``EVENTSTREAM_BACKEND``) names a shared backend such as Redis: the memory
-backend keeps each worker's events to itself.
+worker, or one per core when ``FLASK_EVENTSTREAM_BACKEND`` names a shared
+backend such as Redis: the memory backend keeps each worker's events to
+itself. The app reads that variable with ``app.config.from_prefixed_env()``
+(and ``init_app`` warns, naming it, when the app did not).
 
 Nothing here is needed for a graceful shutdown: on ``SIGTERM``, a reload or a
 ``max_requests`` restart, each worker's streams end at once with a jittered
@@ -35,13 +36,10 @@ worker_class = "gevent"
 #: One worker per core. With the memory backend a publish reaches only its
 #: own worker's clients: use one worker, or a Redis backend for more.
 def _shared_backend() -> bool:
-    # What the app will read, if set the way app.config.from_prefixed_env()
-    # or a plain environment variable would set it.
-    for name in ("FLASK_EVENTSTREAM_BACKEND", "EVENTSTREAM_BACKEND"):
-        value = os.environ.get(name, "").strip('"')
-        if value:
-            return value != "memory"
-    return False
+    # What the app reads with app.config.from_prefixed_env() (a JSON string
+    # or a bare one); init_app warns when the app did not read it.
+    value = os.environ.get("FLASK_EVENTSTREAM_BACKEND", "").strip('"')
+    return bool(value) and value != "memory"
 
 
 # One worker unless the backend is shared: with the memory backend each

@@ -12,6 +12,7 @@ import collections
 import json
 import logging
 import os
+import sys
 import typing as t
 import weakref
 
@@ -238,6 +239,14 @@ class Hub:
         if gunicorn_worker() is not None:
             return
         self._warned_unheard = True
+        if "gunicorn.arbiter" in sys.modules:  # gunicorn's master, no worker
+            self.logger.warning(
+                "Published with the memory backend in gunicorn's master process,"
+                " which serves no streams: the app was imported there"
+                " (--preload), and what it started at import (a thread, a loop)"
+                " runs there, heard by no client. Remove --preload."
+            )
+            return
         self.logger.warning(
             "Published with the memory backend in a process that serves no"
             " streams: the memory backend reaches only the clients of this"

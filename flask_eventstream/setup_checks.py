@@ -1,5 +1,7 @@
-"""Setups that cannot work well, said once per worker in the log: a server
-that holds a thread per stream, or a memory backend split over processes.
+"""Setups that cannot work well, said in the log: a server that holds a
+thread per stream, a memory backend split over processes, an app imported
+before gevent patched the standard library (``--preload``), once per worker;
+settings in the environment that the app never read, at ``init_app``.
 
 These are warnings, not errors: a development server or a quick test may be
 exactly what the user wants. ``docs/deploying.rst`` has the table of servers.
@@ -7,11 +9,58 @@ exactly what the user wants. ``docs/deploying.rst`` has the table of servers.
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+import typing as t
 
 from .server import gunicorn_setup
 
 logger = logging.getLogger("flask_eventstream")
+
+
+#: Whether gevent had patched the socket module when the app was set up
+#: (``None``: not seen yet). See :func:`note_setup`.
+_patched_at_setup: bool | None = None
+
+
+def note_setup() -> None:
+    """Note, at ``init_app``, whether gevent has patched the standard library
+    yet: a gevent worker that finds it had not imported the app in the master
+    (``--preload``), where threads and locks made at import do not cooperate.
+    """
+    global _patched_at_setup
+    monkey = sys.modules.get("gevent.monkey")
+    patched = monkey is not None and monkey.is_module_patched("socket")
+    if _patched_at_setup is None:
+        _patched_at_setup = patched
+
+
+def unread_environment(
+    config: t.Mapping[str, t.Any], environ: t.Mapping[str, str]
+) -> list[str]:
+    """A warning for each ``FLASK_EVENTSTREAM_*`` variable of ``environ``
+    whose value the app's ``config`` does not hold: the app never called
+    ``app.config.from_prefixed_env()``, which reads them (as JSON when it
+    parses), and the gunicorn preset counts its workers from them.
+    """
+    found = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith("FLASK_EVENTSTREAM_"):
+            continue
+        key = name.removeprefix("FLASK_")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if key in config and config[key] != value:
+            found.append(
+                f"{name} is set in the environment ({raw[:60]!r}) but this app's"
+                f" {key} is {config[key]!r}: the app does not read it. Call"
+                " app.config.from_prefixed_env() before EventStream(app) (or"
+                " init_app), or set the key in app.config."
+            )
+    return found
 
 
 def check_server(backend_url: str) -> list[str]:
@@ -41,6 +90,13 @@ def check_server(backend_url: str) -> list[str]:
             " each worker keeps its own events, and a publish reaches only the"
             " clients of the worker that made it. Use a Redis backend, or one"
             " worker."
+        )
+    if setup.kind == "gevent" and _patched_at_setup is False:
+        found.append(
+            "This app was set up before gevent patched the standard library:"
+            " gunicorn imported it in the master (--preload, preload_app), and"
+            " threads, locks and connections made at import block the worker,"
+            " so streams stall. Remove --preload."
         )
     for message in found:
         logger.warning(message)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
+import time
 import typing as t
+from pathlib import Path
 
 import pytest
 from clients import RawStream
@@ -255,3 +258,100 @@ def test_preload_with_gevent_is_named_at_start() -> None:
     finally:
         server.stop()
     assert "--preload (preload_app) imports the app in gunicorn's master" in log
+
+
+def test_warnings_go_to_gunicorn_s_error_log_in_its_format(tmp_path: Path) -> None:
+    """Before: bare lines on stderr (no time, no level), none in the file."""
+    errors = tmp_path / "error.log"
+    server = Server(extra=["--error-logfile", str(errors)])
+    server.env["FLASK_EVENTSTREAM_HEARTBEET"] = "5"  # a typo: warned at init_app
+    server.start()
+    server.stop()
+    line = next(line for line in errors.read_text().splitlines() if "HEARTBEET" in line)
+    assert re.fullmatch(
+        r"\[[-0-9 :+]+\] \[\d+\] \[WARNING\] Unknown configuration key"
+        r" EVENTSTREAM_HEARTBEET \(ignored\): did you mean EVENTSTREAM_HEARTBEAT\?",
+        line,
+    ), line
+    assert "HEARTBEET" not in server.final_output  # not on stderr as well
+
+
+def test_warnings_go_to_flask_s_log_under_flask_run() -> None:
+    server = Server("flask")
+    server.env["FLASK_EVENTSTREAM_HEARTBEET"] = "5"
+    server.start()
+    server.stop()
+    assert re.search(
+        r"^\[[-0-9 :,]+\] WARNING in \w+: Unknown configuration key"
+        r" EVENTSTREAM_HEARTBEET",
+        server.final_output,
+        re.M,
+    ), server.final_output
+
+
+def test_a_setting_in_the_environment_the_app_never_reads_is_named(
+    tmp_path: Path,
+) -> None:
+    # The README's app does not call app.config.from_prefixed_env().
+    from test_quickstart import readme_blocks
+
+    (tmp_path / "app.py").write_text(readme_blocks()[0])
+    env = {k: v for k, v in os.environ.items() if "EVENTSTREAM" not in k}
+    env["FLASK_EVENTSTREAM_BACKEND"] = "redis://127.0.0.1:6390/0"
+    done = subprocess.run(
+        [sys.executable, "-c", "import app"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (
+        "FLASK_EVENTSTREAM_BACKEND is set in the environment"
+        " ('redis://127.0.0.1:6390/0') but this app's EVENTSTREAM_BACKEND is"
+        " 'memory': the app does not read it. Call app.config.from_prefixed_env()"
+    ) in done.stderr, done.stderr
+
+
+PUBLISHES_AT_IMPORT = """
+import threading, time
+from flask import Flask
+from flask_eventstream import EventStream
+
+app = Flask(__name__)
+events = EventStream(app)
+
+def tick():
+    time.sleep(0.5)
+    with app.app_context():
+        events.publish("clock", "tick")
+
+threading.Thread(target=tick, daemon=True).start()
+
+@app.get("/health")
+def health():
+    return "ok"
+"""
+
+
+def test_preload_is_named_by_the_worker_and_by_a_publish_in_the_master(
+    tmp_path: Path,
+) -> None:
+    """Without the preset: the worker says the app was set up before gevent
+    patched; a thread started at import publishes in the master, and the
+    warning says so (before: 'a process that serves no streams').
+    """
+    (tmp_path / "ticker.py").write_text(PUBLISHES_AT_IMPORT)
+    ticker = Server(app="ticker:app", extra=["--preload", "--chdir", str(tmp_path)])
+    ticker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "gunicorn's master process" not in ticker.output():
+            assert time.monotonic() < deadline, ticker.output()
+            time.sleep(0.05)
+    finally:
+        ticker.stop()
+    assert "(--preload), and what it started at import" in ticker.final_output
+    server = Server(extra=["--preload"]).start()
+    try:
+        log = first_stream_log(server)
+    finally:
+        server.stop()
+    assert "gunicorn imported it in the master (--preload, preload_app)" in log, log
