@@ -83,17 +83,30 @@ def test_the_package_builds_without_warnings_and_ships_its_licence(
     assert [url.split(":")[1].split(",")[0].strip() for url in urls] == [
         "Documentation", "Changes", "Source", "Issue Tracker",
     ]  # fmt: skip
+    assert "\nAuthor: The flask-eventstream developers\n" in metadata
+    # The package page: how to install and use it, not the repository's
+    # scripts and paths (PYPI.md).
+    page = metadata.split("\n\n", 1)[1]
+    assert "pip install 'flask-eventstream[gevent]'" in page
+    assert "scripts/" not in page and "tests/" not in page
     # The SPDX name, not a licence classifier (deprecated by PEP 639, warned of).
     assert re.search(r"^License(-Expression)?: BSD-3-Clause$", metadata, re.M)
     assert "Classifier: Programming Language :: Python :: 3.13" in metadata
 
 
-def test_the_readme_links_the_docs_and_renders_on_an_index() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "](https://flask-eventstream.readthedocs.io/)" in readme
-    # A package index has no repository around the README: every link is absolute.
-    targets = re.findall(r"\]\(([^)]+)\)", readme)
+@pytest.mark.parametrize("page", ["README.md", "PYPI.md"])
+def test_the_pages_link_the_docs_and_render_on_an_index(page: str) -> None:
+    text = (ROOT / page).read_text()
+    assert "](https://flask-eventstream.readthedocs.io/)" in text
+    # A package index has no repository around the page: every link is absolute.
+    targets = re.findall(r"\]\(([^)]+)\)", text)
     assert targets and all(target.startswith("https://") for target in targets)
+
+
+def test_the_package_page_s_app_is_the_readme_s() -> None:
+    # So the README's run in a clean venv (above) holds for the page too.
+    page = re.findall(r"```python\n(.*?)```", (ROOT / "PYPI.md").read_text(), re.S)
+    assert page[0] == readme_blocks()[0]
 
 
 USES_THE_TYPES = """
