@@ -35,8 +35,8 @@ class PublishError(EventStreamError):
 
 class PublishNotStored(PublishError):
     """The event was not stored: the command never reached the backend (it
-    could not connect) or the backend refused it. Nothing was delivered, so
-    retrying cannot duplicate it.
+    could not connect) or the backend refused it before writing anything.
+    Nothing was delivered, so retrying cannot duplicate it.
 
     .. versionadded:: 0.1
     """
@@ -44,9 +44,10 @@ class PublishNotStored(PublishError):
 
 class PublishOutcomeUnknown(PublishError):
     """The command was sent but no answer came (a timeout, a connection lost
-    while waiting): the event may have been stored and delivered. Retry with
-    the same ``idempotency_key`` to store it at most once; without one, a
-    retry may store it twice.
+    while waiting), or the backend answered an error that may have come
+    after it stored the event: it may have been stored and delivered. Retry
+    with the same ``idempotency_key`` to store it at most once; without one,
+    a retry may store it twice.
 
     .. versionadded:: 0.1
     """

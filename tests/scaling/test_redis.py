@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing as t
 import uuid
 
 import httpx
@@ -524,6 +525,135 @@ def test_a_publish_error_tells_not_stored_from_outcome_unknown() -> None:
         events.hub_for(app).backend.close()
         client.close()
         redis.stop()
+
+
+def test_an_append_redis_would_refuse_writes_nothing_and_says_so(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expiry past what Redis takes (a history TTL or an idempotency
+    window of 1e20 s; init_app refuses such settings, the store must hold
+    whatever reaches it) is refused before the append script's first write:
+    nothing is stored, and the error says so truly.
+    """
+    from flask_eventstream.backends.base import Once
+
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = redis_server.url
+    app.config["EVENTSTREAM_REDIS_PREFIX"] = f"huge{uuid.uuid4().hex[:6]}:"
+    events = EventStream(app)
+    store = events.hub_for(app).backend.store  # type: ignore[attr-defined]
+    client = redis_server.client()
+    stream = store.keys.stream("huge")
+    try:
+        with app.app_context():
+            events.publish("huge", "kept")
+            last = client.get(store.keys.last_id)
+            keep = store.retention
+            monkeypatch.setattr(store, "retention", lambda channel: (100, 1e20))
+            with pytest.raises(PublishNotStored) as ttl:
+                events.publish("huge", "past the expiry")
+            monkeypatch.setattr(store, "retention", keep)
+            with pytest.raises(PublishNotStored) as window:
+                store.append("huge", Event("past the window"), Once("k", 1e20))
+            for refused in (ttl, window):
+                message = str(refused.value)
+                assert "Nothing was stored" in message, message
+                assert "milliseconds" in message and "NOTSTORED" not in message
+            assert [data for _, data in _stored(client, stream)] == ["kept"]
+            assert client.get(store.keys.last_id) == last
+            assert not client.exists(store.keys.once("huge", "k"))
+            events.publish("huge", "next")  # and the store goes on
+            assert [data for _, data in _stored(client, stream)] == ["kept", "next"]
+    finally:
+        events.hub_for(app).backend.close()
+        client.close()
+
+
+def _stored(client: t.Any, stream: str) -> list[tuple[bytes, str]]:
+    return [(id, fields[b"d"].decode()) for id, fields in client.xrange(stream)]
+
+
+def test_an_error_after_the_append_wrote_is_outcome_unknown() -> None:
+    """Redis does not undo what a script wrote before an error: an error
+    that may come after the event was stored (here an ACL refuses the
+    script's PEXPIRE, after its XADD) is PublishOutcomeUnknown, not
+    PublishNotStored, whose "nothing was stored" would be false.
+    """
+    redis = RedisServer().start()  # its own: it gets an ACL user
+    admin = redis.client()
+    admin.acl_setuser(
+        "limited",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-pexpire"],
+    )
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = (
+        f"redis://limited:secret@127.0.0.1:{redis.port}/0"
+    )
+    app.config["EVENTSTREAM_REDIS_PREFIX"] = "acl:"
+    app.config["EVENTSTREAM_HISTORY_TTL"] = 60  # the script's PEXPIRE
+    events = EventStream(app)
+    try:
+        with app.app_context(), pytest.raises(PublishOutcomeUnknown) as unknown:
+            events.publish("acl", "stored all the same")
+        message = str(unknown.value)
+        assert "may have been stored" in message and "idempotency_key" in message
+        assert [d for _, d in _stored(admin, "acl:stream:acl")] == [
+            "stored all the same"
+        ]
+    finally:
+        events.hub_for(app).backend.close()
+        admin.close()
+        redis.stop()
+
+
+def test_close_channel_that_sent_nothing_says_so(redis_server: RedisServer) -> None:
+    """close_channel with Redis down, or with no pooled connection free
+    within the timeout, sent nothing: PublishNotStored, with a message for
+    close_channel (which takes no idempotency key: closing again is fine).
+    """
+    from conftest import free_port
+
+    down = Flask(__name__)
+    down.config["EVENTSTREAM_BACKEND"] = f"redis://127.0.0.1:{free_port()}/0"
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = redis_server.url
+    app.config["EVENTSTREAM_REDIS_PREFIX"] = f"close{uuid.uuid4().hex[:6]}:"
+    app.config["EVENTSTREAM_REDIS_POOL_SIZE"] = 1
+    app.config["EVENTSTREAM_REDIS_TIMEOUT"] = 0.3
+    off, events = EventStream(down), EventStream(app)
+    store = events.hub_for(app).backend.store  # type: ignore[attr-defined]
+    client = redis_server.client()
+    try:
+        with down.app_context(), pytest.raises(PublishNotStored) as refused:
+            off.close_channel("room")
+        pool = store.client.connection_pool
+        try:  # the pool's only connection
+            held = pool.get_connection()
+        except TypeError:  # redis-py before 5.3 wants a command's name
+            held = pool.get_connection("SET")
+        try:
+            with app.app_context(), pytest.raises(PublishNotStored) as taken:
+                events.close_channel("room")
+        finally:
+            pool.release(held)
+        for error in (refused, taken):
+            message = str(error.value)
+            assert "Nothing was done" in message, message
+            assert "close_channel again" in message, message
+            assert "idempotency_key" not in message, message
+        assert "No connection available" in str(taken.value)
+        assert not client.exists(store.keys.closed("room"))
+        with app.app_context():
+            events.close_channel("room")  # with its connection back
+        assert client.exists(store.keys.closed("room"))
+    finally:
+        off.hub_for(down).backend.close()
+        events.hub_for(app).backend.close()
+        client.close()
 
 
 def test_flushall_while_streams_are_open_ends_them_once_without_a_gap() -> None:

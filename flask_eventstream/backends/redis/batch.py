@@ -156,7 +156,7 @@ class Batcher:
         try:
             # Connected (and checked) before anything is written: an error
             # here means that nothing of the batch reached Redis.
-            held: t.Any = _connection(pool)
+            held: t.Any = pooled_connection(pool)
         except redis.RedisError as error:
             unsent = NotSent(f"{type(error).__name__}: {error}")
             unsent.__cause__ = error
@@ -207,7 +207,7 @@ class Batcher:
                 call.error = error
 
 
-def _connection(pool: t.Any) -> t.Any:
+def pooled_connection(pool: t.Any) -> t.Any:
     """A connection of ``pool``: redis-py before 5.3 requires a command name,
     later ones warn that it is deprecated.
     """

@@ -21,69 +21,115 @@ from .codec import key_of
 #: The Lua script of :meth:`.Store.append`, called with an :class:`Append`.
 #: It assigns the next key of the shared sequence (milliseconds from Redis's
 #: clock, never going back, nor below ``known_key``, the newest key the
-#: caller knows), names the store's epoch if it has none yet (or a new one if
-#: the store's newest key is below the newest the caller saw in that epoch,
-#: ``known_epoch``: it lost writes), adds the event under it with the key of
-#: the channel's previous entry (``p``), trims, and sets the expiry. It
-#: publishes the entry on the pub/sub channel named like the stream, for the
-#: listeners (see :func:`parse_message`): in the same step, so messages go
-#: out in id order. It returns an :class:`Appended`.
+#: caller knows, nor below the channel's last entry), names the store's epoch
+#: if it has none yet (or a new one if the store's newest key is below the
+#: newest the caller saw in that epoch, ``known_epoch``: it lost writes), adds
+#: the event under it with the key of the channel's previous entry (``p``),
+#: trims, and sets the expiry. It publishes the entry on the pub/sub channel
+#: named like the stream, for the listeners (see :func:`parse_message`): in
+#: the same step, so messages go out in id order. It returns an
+#: :class:`Appended`.
 #:
 #: With an idempotency window (``window_ms``, ``once_key`` the key's record),
 #: an event stored under that key within the window is returned instead (a
 #: :class:`Repeated`), and nothing is stored: the check and the append are
 #: one step, whoever retries.
+#:
+#: Redis does not undo what a failed script wrote, so the script reads and
+#: checks everything that can fail (its arguments, the type of every key)
+#: before its first write, the ``XADD``. An error up to and including that
+#: write starts with :data:`NOT_STORED`: nothing was written. Any other error
+#: (an ACL that refuses a later command) may come after the event was stored.
 APPEND_SCRIPT = """
-if ARGV[7] ~= '0' then
-  local seen = redis.call('HMGET', KEYS[4], 'i', 'x', 'd', 'e')
+local MOST = 9007199254740992  -- 2^53: exact in Lua, far below what PEXPIRE takes
+local function fail(message)
+  error({err = 'NOTSTORED ' .. message})
+end
+-- A command before the first write, or that write: its error says that
+-- nothing was written.
+local function try(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then
+    fail(reply.err)
+  end
+  return reply
+end
+local function whole(value, what)
+  local n = string.match(value, '^%d+$') and tonumber(value)
+  if not n or n > MOST then
+    fail(what .. ' ' .. string.sub(value, 1, 40) .. ' is not a whole number'
+         .. ' from 0 to 2^53')
+  end
+  return n
+end
+local function key(text, what)
+  local ms, seq = string.match(text, '^(%d+)-(%d+)$')
+  ms, seq = tonumber(ms), tonumber(seq)
+  if not ms or ms > MOST or seq > MOST then
+    fail(what .. ' ' .. string.sub(text, 1, 40) .. ' is not an id')
+  end
+  return ms, seq
+end
+whole(ARGV[1], 'the entries kept')
+local ttl = whole(ARGV[2], 'the expiry in milliseconds')
+local window = whole(ARGV[7], 'the idempotency window in milliseconds')
+if window > 0 then
+  local seen = try('HMGET', KEYS[4], 'i', 'x', 'd', 'e')
   if seen[1] then
     return {seen[1], seen[2], 1, seen[3], seen[4] or ''}
   end
 end
-local t = redis.call('TIME')
+local t = try('TIME')
 local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
-local stored = redis.call('GET', KEYS[2])
-local last = stored or ARGV[5]
-local lms, lseq = string.match(last, '^(%d+)-(%d+)$')
-local kms, kseq = string.match(ARGV[5], '^(%d+)-(%d+)$')
-local epoch = redis.call('GET', KEYS[3])
-if stored and epoch == ARGV[8] and (tonumber(kms) > tonumber(lms) or
-    (kms == lms and tonumber(kseq) > tonumber(lseq))) then
+local stored = try('GET', KEYS[2])
+local kms, kseq = key(ARGV[5], 'the known key')
+local lms, lseq = kms, kseq
+if stored then
+  lms, lseq = key(stored, 'the newest key (' .. KEYS[2] .. ')')
+end
+local epoch = try('GET', KEYS[3])
+if stored and epoch == ARGV[8] and (kms > lms or (kms == lms and kseq > lseq)) then
   -- The caller saw ids the store no longer has: it lost writes (a failover
   -- to a replica that never got them). A new epoch, and ids above them.
   epoch = false
   lms, lseq = kms, kseq
 end
-if lms then
-  lms = tonumber(lms)
-  if ms <= lms then
-    ms = lms
-    seq = tonumber(lseq) + 1
-  end
+if ms <= lms then
+  ms = lms
+  seq = lseq + 1
 end
-if not epoch then
-  epoch = ARGV[6]
-  redis.call('SET', KEYS[3], epoch)
-end
-local id = string.format('%d-%d', ms, seq)
-local before = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local before = try('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local prev = '0-0'
 if before[1] then
   prev = before[1][1]
+  -- XADD takes only an id above the stream's last, which is above the
+  -- sequence if the sequence's key was lost (evicted, deleted).
+  local pms, pseq = key(prev, 'the last entry of ' .. KEYS[1])
+  if ms < pms or (ms == pms and seq <= pseq) then
+    ms, seq = pms, pseq + 1
+  end
 end
-if ARGV[3] == '' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'p', prev)
-else
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'p', prev,
-             'e', ARGV[3])
+local named = not epoch
+if named then
+  epoch = ARGV[6]
+end
+local id = string.format('%d-%d', ms, seq)
+local add = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[4], 'p', prev}
+if ARGV[3] ~= '' then
+  add[#add + 1] = 'e'
+  add[#add + 1] = ARGV[3]
+end
+try(unpack(add))  -- the first write
+if named then
+  redis.call('SET', KEYS[3], epoch)
 end
 redis.call('SET', KEYS[2], id)
-if ARGV[7] ~= '0' then
+if window > 0 then
   redis.call('HSET', KEYS[4], 'i', id, 'x', epoch, 'd', ARGV[4], 'e', ARGV[3])
   redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
-if tonumber(ARGV[2]) > 0 then
+if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 local nl = '\\n'
@@ -91,6 +137,10 @@ redis.call('PUBLISH', KEYS[1],
            id .. nl .. prev .. nl .. epoch .. nl .. ARGV[3] .. nl .. ARGV[4])
 return {id, epoch, stored or '0-0', prev}
 """
+
+#: How an error of :data:`APPEND_SCRIPT` starts when the script wrote
+#: nothing: it refused its arguments or a key, or its first write failed.
+NOT_STORED = "NOTSTORED "
 
 
 class Append(t.NamedTuple):

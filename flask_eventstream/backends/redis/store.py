@@ -35,6 +35,7 @@ from ..base import Once
 from ..base import Retention
 from .batch import Batcher
 from .batch import NotSent
+from .batch import pooled_connection
 from .codec import key_of
 from .codec import record_of
 from .connect import Connector
@@ -45,6 +46,7 @@ from .scripts import Append
 from .scripts import APPEND_SCRIPT
 from .scripts import Appended
 from .scripts import HEAD_SCRIPT
+from .scripts import NOT_STORED
 from .scripts import READ_SCRIPT
 from .scripts import RENEW_SCRIPT
 from .scripts import Repeated
@@ -155,20 +157,61 @@ class Store:
     def close_channel(self, channel: str) -> None:
         """Mark ``channel`` closed (for tokens), then append the control
         entry that every worker's listener revokes it for.
+
+        :raises PublishNotStored: if Redis could not be reached (or refused
+            the entry): the streams were not ended.
+        :raises PublishOutcomeUnknown: if Redis did not confirm it.
         """
+        again = "Call close_channel again: closing a channel twice is harmless"
         try:
             # Tokens first: a client the close ends cannot come back with one.
-            self.client.set(
-                self.keys.closed(channel),
-                repr(time.time()),
-                px=int(CLOSED_KEPT * 1000),
-            )
+            self._mark_closed(channel)
+        except NotSent as error:
+            raise PublishNotStored(
+                f"Redis could not close channel {channel!r}: it could not be"
+                f" reached ({error}). Nothing was done. {again}, once Redis is"
+                " back."
+            ) from error
+        except redis.RedisError as error:
+            raise PublishOutcomeUnknown(
+                f"Redis did not confirm that it closed channel {channel!r} to"
+                f" the tokens issued before ({error}); its streams were not"
+                f" ended. {again}."
+            ) from error
+        try:
             # It takes an id from the shared sequence, so a listener that
             # starts reading at the head misses none issued after it.
             self._store(self.keys.control, (100, self.ttl), Event(channel))
         except redis.RedisError as error:
             what = f"the entry that closes channel {channel!r}"
-            raise publish_error(error, what) from error
+            if isinstance(error, NotSent) or refused_unwritten(error):
+                raise PublishNotStored(
+                    f"Redis could not store {what} ({error}): the tokens issued"
+                    " before admit it no more, but its streams were not ended."
+                    f" {again}, once Redis is back."
+                ) from error
+            raise PublishOutcomeUnknown(
+                f"Redis did not confirm that it stored {what} ({error}): its"
+                f" streams may not have ended. {again}."
+            ) from error
+
+    def _mark_closed(self, channel: str) -> None:
+        """Remember when ``channel`` was closed; :class:`NotSent` if Redis
+        could not be reached (connected and checked before anything is sent).
+        """
+        pool = self.client.connection_pool
+        try:
+            held = pooled_connection(pool)
+        except redis.RedisError as error:
+            raise NotSent(f"{type(error).__name__}: {error}") from error
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.connection = held  # the pipeline releases it
+            pipe.set(
+                self.keys.closed(channel),
+                repr(time.time()),
+                px=int(CLOSED_KEPT * 1000),
+            )
+            pipe.execute()
 
     def closed_at(self, channels: t.Sequence[str]) -> dict[str, float]:
         """See :meth:`.Backend.closed_at`."""
@@ -343,24 +386,45 @@ class Store:
 
 
 def publish_error(error: redis.RedisError, what: str) -> PublishError:
-    """The exception for an append that failed with ``error``: whether
-    ``what`` was stored is known only if it never reached Redis or Redis
-    answered with an error.
+    """The exception for an append that failed with ``error``: nothing of
+    ``what`` was stored only if it never reached Redis, or Redis refused it
+    before the script wrote anything (see :func:`refused_unwritten`).
     """
     if isinstance(error, NotSent):
         return PublishNotStored(
             f"Redis could not store {what}: it could not be reached ({error})."
             " Nothing was stored: retry once Redis is back."
         )
-    if isinstance(error, redis.ResponseError):
+    if refused_unwritten(error):
+        reason = str(error).removeprefix(NOT_STORED)
         return PublishNotStored(
-            f"Redis could not store {what}: it refused it ({error})."
+            f"Redis could not store {what}: it refused it ({reason})."
             " Nothing was stored."
+        )
+    if isinstance(error, redis.ResponseError):
+        return PublishOutcomeUnknown(
+            f"Redis answered an error while storing {what} ({error}): it may"
+            " have been stored and delivered before the error. Retry with the"
+            " same idempotency_key to store it at most once."
         )
     return PublishOutcomeUnknown(
         f"Redis did not answer whether it stored {what} ({error}): it may have"
         " been stored and delivered. Retry with the same idempotency_key to"
         " store it at most once."
+    )
+
+
+def refused_unwritten(error: redis.RedisError) -> bool:
+    """Whether Redis answered ``error`` to the append script with nothing
+    written: the script refused before its first write (:data:`NOT_STORED`),
+    or Redis did not run it (it did not know it, was loading its data, or
+    was busy with another script). Any other error of a script may come
+    after it wrote: Redis does not undo that.
+    """
+    if isinstance(error, (redis.exceptions.NoScriptError, redis.BusyLoadingError)):
+        return True
+    return isinstance(error, redis.ResponseError) and str(error).startswith(
+        (NOT_STORED, "BUSY ")
     )
 
 
