@@ -10,6 +10,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .errors import BackendUnavailable
 from .errors import PublishError
 from .figures import Snapshot
 from .hub import Hub
@@ -152,6 +153,8 @@ def tail_command(
                 break
     except KeyboardInterrupt:
         pass
+    except BackendUnavailable as error:  # Redis down: a line, not a traceback
+        raise click.ClickException(str(error)) from None
     finally:
         close = getattr(source, "close", None)
         if close is not None:
@@ -187,7 +190,10 @@ def stats_command() -> None:
     streams).
     """
     events = _extension(shared=True)
-    snapshot = events.snapshot(everywhere=True)
+    try:
+        snapshot = events.snapshot(everywhere=True)
+    except BackendUnavailable as error:
+        raise click.ClickException(str(error)) from None
     workers = snapshot["workers"] or []
     channels: dict[str, int] = {}
     counters: dict[str, int] = {}

@@ -14,7 +14,10 @@ from conftest import RedisServer
 from conftest import serve
 from conftest import Server
 from conftest import TESTS
+from flask import Flask
 
+from flask_eventstream import BackendUnavailable
+from flask_eventstream import EventStream
 from flask_eventstream import WorkerReport
 
 pytestmark = pytest.mark.redis
@@ -182,3 +185,30 @@ def test_publish_says_whether_the_event_was_stored(
     again = run(up, "publish", "orders", "paid", "--idempotency-key", "o-1")
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     assert first.stdout == again.stdout  # the same event, stored once
+
+
+def test_stats_and_tail_with_redis_down_say_so_in_a_line() -> None:
+    """Redis out of reach: ``snapshot(everywhere=True)`` raises the exported
+    BackendUnavailable (not redis-py's own error), and ``stats`` and
+    ``tail`` exit 1 with one line, not a traceback.
+    """
+    from conftest import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = url
+    events = EventStream(app)
+    try:
+        with app.app_context():
+            assert events.snapshot()["workers"] is None  # no I/O: it works
+            with pytest.raises(BackendUnavailable, match="Redis is unavailable"):
+                events.snapshot(everywhere=True)
+    finally:
+        events.hub_for(app).backend.close()
+    down = Server(config={"BACKEND": url})  # not started: its environment
+    for args in (("stats",), ("tail", "news", "--count", "1")):
+        failed = run(down, *args)
+        assert failed.returncode == 1, failed
+        assert "Traceback" not in failed.stderr, failed.stderr
+        (error,) = [x for x in failed.stderr.splitlines() if x.startswith("Error")]
+        assert "Redis" in error, failed.stderr

@@ -366,21 +366,28 @@ class Store:
 
     def reports(self) -> list[dict[str, t.Any]]:
         """See :meth:`.Backend.reports`."""
-        keys = sorted(self.client.scan_iter(match=self.keys.worker("*"), count=500))
-        values = self.client.mget(keys) if keys else []
+        try:
+            keys = sorted(self.client.scan_iter(match=self.keys.worker("*"), count=500))
+            values = self.client.mget(keys) if keys else []
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
         # A key may expire between the scan and the read.
         return [json.loads(value) for value in values if value is not None]
 
     def history_sizes(self) -> dict[str, int]:
         """See :meth:`.Backend.history_sizes`."""
         start = len(self.keys.stream(""))
-        keys = sorted(self.client.scan_iter(match=self.keys.stream("*"), count=500))
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.xlen(key)
+        try:
+            keys = sorted(self.client.scan_iter(match=self.keys.stream("*"), count=500))
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.xlen(key)
+            sizes = pipe.execute()
+        except redis.RedisError as error:
+            raise BackendUnavailable(f"Redis is unavailable: {error}") from error
         return {
             key.decode()[start:]: size
-            for key, size in zip(keys, pipe.execute(), strict=True)
+            for key, size in zip(keys, sizes, strict=True)
             if size
         }
 
