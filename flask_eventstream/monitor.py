@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import socket
 import threading
@@ -109,7 +110,7 @@ class Monitor:
             tuple[float, int, weakref.WeakMethod[Ender], EndReason]
         ] = []
         self._order = itertools.count()
-        self._scanned = 0.0
+        self._scanned = -math.inf  # never: the first check scans
         self._running = False
         #: When gunicorn stops this worker: the streams still writing an
         #: event are cut before it kills them (it would write an error
@@ -183,7 +184,7 @@ class Monitor:
 
     def _run(self) -> None:
         worker = gunicorn_worker()
-        reported = 0.0
+        reported = -math.inf  # never: the first round reports
         while True:
             time.sleep(PERIOD)
             if worker is not None and not worker.alive and not self.stopping:

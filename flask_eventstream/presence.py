@@ -18,6 +18,7 @@ leave within two heartbeats.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -83,6 +84,8 @@ class Presence:
         self._worker = ""
         self._failing = False
         self._registered = False  # in this process (reset at a fork)
+        #: The backend no longer knows this worker: renew in the next round.
+        self._reaped = False
         self._warned_full = False
 
     # -- counting (no I/O: called from requests and closing streams) ------
@@ -194,13 +197,16 @@ class Presence:
         self._wake.set()
 
     def _run(self) -> None:
-        renewed = 0.0
+        # Never: the first round renews (time.monotonic() counts from an
+        # arbitrary point, the boot, that may be less than a period ago).
+        renewed = -math.inf
         while True:
             self._wake.wait(self.period)
             self._wake.clear()
             try:
                 now = time.monotonic()
-                if now - renewed >= self.period:
+                if self._reaped or now - renewed >= self.period:
+                    self._reaped = False
                     self._end_leases(now)
                     self._renew()
                     renewed = now
@@ -268,6 +274,7 @@ class Presence:
                 if changes is None:  # reaped meanwhile: renew, then all again
                     with self._lock:
                         self._whole.update(self._tally)
+                    self._reaped = True
                     self._wake.set()
                     continue
                 for kind, name in changes:

@@ -405,3 +405,31 @@ def test_a_worker_s_presence_leases_are_bounded(
         counted = [events.presence(f"room.{n}")["count"] for n in range(15)]
         assert events.presence("lobby")["count"] == 0
     assert counted == [1] * 10 + [0] * 5
+
+
+def test_presence_counts_at_once_with_a_heartbeat_longer_than_the_uptime() -> None:
+    """``time.monotonic()`` counts from the boot: with a heartbeat more than
+    twice the host's uptime, a worker's presence still renews at its first
+    round (it skipped it, then spun: thousands of Redis commands a second,
+    and a count that stayed 0).
+    """
+    redis = RedisServer().start()  # its own: its commands are counted
+    heartbeat = 4 * time.monotonic() + 60  # the workers' clock too
+    prefix = f"up{uuid.uuid4().hex[:6]}:"
+    config = {**PRESENCE, "HEARTBEAT": heartbeat, "BACKEND": redis.url}
+    srv = Server(config={**config, "REDIS_PREFIX": prefix}, workers=1).start()
+    client = redis.client()
+    stream = None
+    try:
+        stream = tab(srv, "room.up", None)
+        wait_presence(srv, "room.up", 1, {})
+        before = int(client.info("stats")["total_commands_processed"])
+        time.sleep(1)
+        done = int(client.info("stats")["total_commands_processed"]) - before
+        assert done < 50, f"{done} Redis commands in a second, with one stream"
+    finally:
+        if stream is not None:
+            stream.close()
+        client.close()
+        srv.stop()
+        redis.stop()
