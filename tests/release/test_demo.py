@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
+import time
 import typing as t
+from pathlib import Path
 
+import httpx
 import pytest
 from browsers import CHROMIUM_ARGS
+from conftest import free_port
 from conftest import require
 from conftest import ROOT
 from conftest import Server
@@ -50,3 +58,52 @@ def test_demo_page_shows_what_the_form_publishes(demo: Server) -> None:
             assert items == ["second note", "first note"]
         finally:
             browser.close()
+
+
+@pytest.mark.timeout(300)
+def test_the_readme_demo_command_runs_as_pasted_on_debian_s_python(
+    tmp_path: Path,
+) -> None:
+    """``bash scripts/demo`` from a fresh tree, no virtualenv active, with
+    Debian's externally-managed /usr/bin/python3 first on PATH: it makes and
+    uses the project's .venv (before: externally-managed-environment).
+    """
+    debian = Path("/usr/bin/python3")
+    assert debian.exists(), "Debian's python3 is missing: this test needs it"
+    tree = tmp_path / "tree"
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"], "LANG": "C.UTF-8"}
+    env["DEMO_BIND"] = f"127.0.0.1:{port}"
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            ["bash", "scripts/demo"], cwd=tree, env=env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert demo.poll() is None, log.read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).is_success:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the demo did not answer"
+            time.sleep(0.5)
+        venv = (tree / ".venv" / "pyvenv.cfg").read_text()
+        assert "home = /usr/bin" in venv, venv
+    finally:
+        os.killpg(demo.pid, signal.SIGTERM)
+        demo.wait(15)
