@@ -15,6 +15,12 @@ def chunk(data: bytes) -> bytes:
     return b"%X\r\n%b\r\n" % (len(data), data)
 
 
+#: The socket of every :class:`RawStream`: conftest closes those a test
+#: left open (it failed before it closed them), which would otherwise warn
+#: (``ResourceWarning``, an error here) in whatever test runs next.
+SOCKETS: list[socket.socket] = []
+
+
 class RawStream:
     """An HTTP/1.1 GET over a plain socket: the head as sent, then the body
     de-chunked, with a deadline on every read.
@@ -35,6 +41,7 @@ class RawStream:
         (many clients' requests arrive as one burst)."""
         host, port = url.removeprefix("http://").split(":")
         self.sock = socket.socket()
+        SOCKETS.append(self.sock)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)

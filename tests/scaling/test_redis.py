@@ -187,9 +187,10 @@ def test_redis_restart_mid_stream() -> None:
 def test_redis_connections_do_not_grow_with_clients(clients: int) -> None:
     redis = RedisServer().start()
     server = Server("gevent", config=redis_config(redis)).start()
+    client = redis.client()
+    streams: list[RawStream] = []
     try:
         (cursor,) = server.publish("conn-0", "x")
-        streams = []
         for n in range(clients):
             # Each one replays (a read) on a channel of its own.
             raw = RawStream(server.url, f"/stream/conn-{n}", {"Last-Event-ID": cursor})
@@ -199,13 +200,15 @@ def test_redis_connections_do_not_grow_with_clients(clients: int) -> None:
             raw.read_body()
         server.publish("conn-1", "y")
         assert [e.data for e in streams[1].events(1)] == ["y"]
-        listed = redis.client().client_list()
+        listed = client.client_list()
         ours = [c for c in listed if c["name"] != "" or c["cmd"] != "client|list"]
         # The listener and a pool of at most 4: never one per client.
         assert 1 <= len(ours) - 1 <= 5, ours
+    finally:
+        # Failed or not: a socket left open would warn in another test.
         for raw in streams:
             raw.close()
-    finally:
+        client.close()
         server.stop()
         redis.stop()
 
@@ -483,6 +486,55 @@ def test_the_redis_knobs_reach_the_pool_and_the_listener(
         assert backend.listener.idle == 0.25  # type: ignore[attr-defined]
     finally:
         backend.close()
+
+
+def test_the_batch_timeout_reaches_the_publish_batcher() -> None:
+    """EVENTSTREAM_REDIS_BATCH_TIMEOUT bounds a publisher's wait for its
+    turn: with Redis paused, a publish in flight waits for its answer
+    (EVENTSTREAM_REDIS_TIMEOUT), and one made meanwhile gives up after the
+    batch timeout, knowing that nothing of it was sent.
+    """
+    redis = RedisServer().start()  # its own: it is paused
+    app = Flask(__name__)
+    app.config["EVENTSTREAM_BACKEND"] = redis.url
+    app.config["EVENTSTREAM_REDIS_TIMEOUT"] = 3
+    app.config["EVENTSTREAM_REDIS_BATCH_TIMEOUT"] = 0.5
+    events = EventStream(app)
+    assert redis.proc is not None
+    first: list[BaseException] = []
+
+    def in_flight() -> None:
+        with app.app_context():
+            try:
+                events.publish("turn", "first")
+            except PublishError as error:
+                first.append(error)
+
+    try:
+        with app.app_context():
+            events.publish("turn", "warm-up")  # the script is loaded
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            leader = threading.Thread(target=in_flight)
+            leader.start()
+            time.sleep(0.3)  # its pipeline is sent, and waits for an answer
+            started = time.monotonic()
+            with app.app_context(), pytest.raises(PublishNotStored) as refused:
+                events.publish("turn", "second")
+            waited = time.monotonic() - started
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        leader.join(10)
+        assert "no turn to send to Redis within 0.5s" in str(refused.value)
+        assert 0.4 < waited < 2.0, waited
+        assert first == []  # answered once Redis resumed, within its 3 s
+        client = redis.client()
+        stored = client.xrange("eventstream:stream:turn")
+        client.close()
+        assert [fields[b"d"] for _, fields in stored] == [b"warm-up", b"first"]
+    finally:
+        events.hub_for(app).backend.close()
+        redis.stop()
 
 
 def test_a_publish_error_tells_not_stored_from_outcome_unknown() -> None:
