@@ -37,6 +37,7 @@ def said(page: Page) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["native", "fallback"])
 def test_tabs_join_and_leave_once_per_member(
     browser: Browser,  # noqa: F811

@@ -89,6 +89,7 @@ def members_said(events: list[Event]) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_counts_members_tabs_and_anonymous_joins_once_per_member(
     server: Server,
 ) -> None:

@@ -67,6 +67,7 @@ def new_page(browser: Browser, url: str) -> Page:
     return page
 
 
+@pytest.mark.slow
 def test_dashboard_draws_points_as_they_arrive(browser: Browser) -> None:
     server = example("dashboard", {"DASHBOARD_INTERVAL": "0.2"})
     try:
@@ -126,6 +127,7 @@ def test_progress_bar_follows_the_job(browser: Browser) -> None:
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.redis
 def test_chat_room_across_four_workers(browser: Browser, redis_server: t.Any) -> None:
     prefix = "chat-test:"

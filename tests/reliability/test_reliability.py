@@ -14,6 +14,7 @@ import time
 import typing as t
 from pathlib import Path
 
+import pytest
 from clients import Crowd
 from clients import RawStream
 from conftest import redis_config
@@ -118,6 +119,7 @@ def test_connection_limit_answers_503_and_frees_up() -> None:
 # -- graceful shutdown ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_with_500_streams_ends_them_and_clients_resume_without_loss(
     redis_server: RedisServer,
 ) -> None:
@@ -267,6 +269,7 @@ def test_max_lifetime_ends_streams_which_resume_without_loss() -> None:
 # -- leaks ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_5000_connect_disconnect_cycles_leave_nothing_behind() -> None:
     server = Server(config={"HEARTBEAT": 0.2}).start()
     paths = ["/stream/cycle", "/stream/cycle?transport=longpoll", "/slow?pause=2"]

@@ -147,6 +147,7 @@ def start(
     return server, Publisher(deployment.url, prefix), followers
 
 
+@pytest.mark.slow
 def test_a_failover_with_clients_attached_loses_nothing_silently(
     deployment: Deployment,
 ) -> None:
@@ -197,6 +198,7 @@ def test_a_failover_with_clients_attached_loses_nothing_silently(
         server.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first", ["same", "other"])
 def test_writes_the_replica_never_got_end_in_a_reset(
     deployment: Deployment, first: str

@@ -230,6 +230,7 @@ def resume_once(server: Server, cursor: str, big_id: str, before: list[Event]) -
     return raw.headers["x-worker-pid"]
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_middle_of_an_event_never_dispatches_it_cut_short(
     redis_server: RedisServer,
 ) -> None:
