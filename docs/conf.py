@@ -32,15 +32,22 @@ nitpick_ignore = [
 
 def _typing_name(app, env, node, contnode):
     """Show as text a name from :mod:`typing`, also as the package writes
-    it (``t.Any``), and a type variable (the ``F`` of ``stream``): Sphinx
-    resolves neither, and neither names an object to document.
+    it (``t.Any``), a type variable, and a type alias (the ``StreamView[P]``
+    and ``RouteView[P]`` of ``stream``, from the module that defines it):
+    Sphinx resolves none, and none names an object to document.
     """
     target = node.get("reftarget", "")
     if target.startswith("t.") and hasattr(typing, target[2:]):
         return contnode
     module, _, name = target.rpartition(".")
-    found = getattr(sys.modules.get(module), name, None)
-    return contnode if isinstance(found, typing.TypeVar) else None
+    found = getattr(sys.modules.get(module or _ALIASES), name, None)
+    if isinstance(found, (typing.TypeVar, typing.ParamSpec)):
+        return contnode
+    return contnode if typing.get_origin(found) is not None else None
+
+
+#: The module of the aliases ``stream``'s signature is written with.
+_ALIASES = "flask_eventstream.http.views"
 
 
 def _no_docstring_of_the_type(app, what, name, obj, options, lines):

@@ -27,6 +27,7 @@ from .figures import WorkerReport as WorkerReport
 from .http import stream as stream
 from .subscription import Subscription as Subscription
 from .wire import Event as Event
+from .wire import Published as Published
 
 __version__ = "0.1.0.dev0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "PublishError",
     "PublishNotStored",
     "PublishOutcomeUnknown",
+    "Published",
     "Snapshot",
     "Stats",
     "StreamRefused",

@@ -38,6 +38,7 @@ from .setup_checks import note_setup
 from .setup_checks import unread_environment
 from .subscription import Subscription
 from .wire import Event
+from .wire import Published
 
 logger = logging.getLogger("flask_eventstream")
 
@@ -152,7 +153,7 @@ class EventStream:
         *,
         event: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Event:
+    ) -> Published:
         """Store an event on ``channel`` and send it to every subscriber.
 
         Works in a request, in a CLI command, and outside any app context
@@ -172,7 +173,8 @@ class EventStream:
             retried after a
             :class:`PublishError` is never stored twice (with Redis, across
             processes, atomically with the append).
-        :return: the stored event, with the id the backend assigned.
+        :return: the stored event, with the id the backend assigned (a
+            :class:`Published`: its ``id`` is a ``str``).
         :raises ValueError: for an invalid channel, event type (``eventstream-``
             is reserved), idempotency key, size (``MAX_EVENT_BYTES``), or
             ``data`` that ``app.json`` cannot serialise (``bytes`` among them:
@@ -209,12 +211,12 @@ class EventStream:
             logger.warning("Publish to %r failed: %s", channel, error)
             raise
         if record.repeat:
-            return record.event  # stored before: nothing new to tell
+            return Published.of(record.event)  # stored before: nothing new to tell
         hub.count("published")
         if not has_request_context():
             hub.check_heard()
         hub.send(signals.event_published, channel=channel, event=record.event)
-        return record.event
+        return Published.of(record.event)
 
     # -- subscribing ------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Event", "Parser", "frame_chunk", "parse"]
+__all__ = ["Event", "Parser", "Published", "frame_chunk", "parse"]
 
 #: Any of the three line breaks the standard accepts splits a data field.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -183,6 +183,29 @@ class Event:
             if getattr(self, name) not in (None, "") or name == "data"
         )
         return f"Event({fields})"
+
+
+class Published(Event):
+    """An event :meth:`~flask_eventstream.EventStream.publish` stored: an
+    :class:`Event` whose ``id`` is the one the backend assigned, a
+    ``str``, never ``None``.
+
+    .. versionadded:: 0.1
+    """
+
+    __slots__ = ()
+
+    id: str
+
+    @classmethod
+    def of(cls, event: Event) -> Published:
+        """Return the stored ``event`` as a :class:`Published`.
+
+        :raises ValueError: if ``event`` has no id: it was not stored.
+        """
+        if event.id is None:
+            raise ValueError(f"{event!r} has no id: it was not stored.")
+        return cls(event.data, event.event, event.id, event.retry, event.comment)
 
 
 class Parser:

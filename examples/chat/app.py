@@ -21,6 +21,7 @@ from flask import Flask
 from flask import render_template
 from flask import request
 from flask import session
+from flask.typing import ResponseReturnValue
 
 from flask_eventstream import EventStream
 
@@ -53,7 +54,7 @@ def index() -> str:
 
 
 @app.post("/join")
-def join() -> object:
+def join() -> ResponseReturnValue:
     name = request.form.get("name", "").strip()[:40]
     if not name:
         return {"error": "Choose a name to join."}, 400
@@ -62,12 +63,12 @@ def join() -> object:
 
 
 @app.get("/online")
-def online() -> object:
+def online() -> ResponseReturnValue:
     return {"members": sorted(events.presence("room")["members"])}
 
 
 @app.post("/say")
-def say() -> object:
+def say() -> ResponseReturnValue:
     name = session.get("name")
     if name is None:
         return {"error": "Join the room first."}, 403

@@ -26,6 +26,7 @@ from flask import render_template
 
 from flask_eventstream import EventStream
 from flask_eventstream import stream
+from flask_eventstream import Subscription
 
 app = Flask(__name__)
 app.config["EVENTSTREAM_HISTORY"] = 60  # a minute of points for a new page
@@ -72,7 +73,7 @@ def index() -> str:
 
 @app.get("/metrics")
 @stream
-def metrics() -> object:
+def metrics() -> Subscription:
     return events.subscribe("metrics")
 
 

@@ -5,13 +5,12 @@ Run it with ``bash scripts/demo`` (gunicorn, gevent worker, 127.0.0.1:8000).
 
 from __future__ import annotations
 
-import typing as t
-
 from flask import Flask
 from flask import redirect
 from flask import render_template
 from flask import request
 from flask import url_for
+from flask.typing import ResponseReturnValue
 
 from flask_eventstream import EventStream
 
@@ -32,7 +31,7 @@ def index() -> str:
 
 
 @app.post("/publish")
-def publish() -> t.Any:
+def publish() -> ResponseReturnValue:
     text = request.form.get("text", "").strip() or "(empty)"
     events.publish("demo", {"text": text[:500]}, event="note")
     if request.accept_mimetypes.best == "application/json":

@@ -23,6 +23,7 @@ from flask import render_template
 from flask import request
 from flask import session
 from flask import url_for
+from flask.typing import ResponseReturnValue
 
 from flask_eventstream import EventStream
 
@@ -42,14 +43,14 @@ def authorize(channel: str) -> bool:
 
 
 @app.get("/")
-def index() -> object:
+def index() -> ResponseReturnValue:
     if "user" not in session:
         return render_template("login.html")
     return render_template("index.html", user=session["user"])
 
 
 @app.post("/login")
-def login() -> object:
+def login() -> ResponseReturnValue:
     name = request.form.get("name", "").strip().lower()
     if NAME.fullmatch(name) is None:
         return "A name is 1 to 32 lower-case letters and digits.", 400
@@ -58,7 +59,7 @@ def login() -> object:
 
 
 @app.post("/notify")
-def notify() -> object:
+def notify() -> ResponseReturnValue:
     if "user" not in session:
         return {"error": "Sign in first."}, 403
     to = request.form.get("to", "").strip().lower()

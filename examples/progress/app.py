@@ -25,9 +25,11 @@ import uuid
 
 from flask import Flask
 from flask import render_template
+from flask.typing import ResponseReturnValue
 
 from flask_eventstream import EventStream
 from flask_eventstream import stream
+from flask_eventstream import Subscription
 
 app = Flask(__name__)
 app.config.from_prefixed_env()
@@ -58,7 +60,7 @@ def index() -> str:
 
 
 @app.post("/jobs")
-def start_job() -> object:
+def start_job() -> ResponseReturnValue:
     job = uuid.uuid4().hex[:12]
     queued = events.publish(f"job.{job}", {"done": 0, "total": STEPS}, event="progress")
     threading.Thread(target=run_job, args=(job,), daemon=True).start()
@@ -67,5 +69,5 @@ def start_job() -> object:
 
 @app.get("/jobs/<job>/events")
 @stream
-def job_events(job: str) -> object:
+def job_events(job: str) -> Subscription:
     return events.subscribe(f"job.{job}")

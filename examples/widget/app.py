@@ -21,6 +21,7 @@ import os
 from flask import Flask
 from flask import render_template
 from flask import request
+from flask.typing import ResponseReturnValue
 
 from flask_eventstream import EventStream
 
@@ -43,7 +44,7 @@ def shop() -> str:
 
 
 @app.post("/orders/<int:order>/status")
-def set_status(order: int) -> object:
+def set_status(order: int) -> ResponseReturnValue:
     status = request.form.get("status", "").strip()[:40]
     if not status:
         return {"error": "Give the order a status."}, 400

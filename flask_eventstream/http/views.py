@@ -26,6 +26,7 @@ import typing as t
 
 from flask import current_app
 from flask import request
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest
 from werkzeug.wrappers import Response as BaseResponse
 
@@ -49,13 +50,28 @@ from .stream import Stream
 
 logger = logging.getLogger("flask_eventstream")
 
-F = t.TypeVar("F", bound=t.Callable[..., t.Any])
+#: What a generator view may yield: an :class:`Event`, a ``str`` (the data),
+#: ``bytes`` already encoded, or a mapping of :class:`Event` fields.
+StreamItem = Event | str | bytes | t.Mapping[str, t.Any]
+
+#: What a view decorated with :func:`stream` may return: a subscription, an
+#: iterable of items (a generator), or anything Flask makes a response of.
+StreamReturnValue = Subscription | t.Iterable[StreamItem] | ResponseReturnValue
+
+P = t.ParamSpec("P")
+Q = t.ParamSpec("Q")
+
+#: A view :func:`stream` decorates, typed by what it returns.
+StreamView = t.Callable[P, StreamReturnValue]
+
+#: The decorated view: a Flask route callable with the view's parameters.
+RouteView = t.Callable[P, ResponseReturnValue]
 
 TRANSPORTS = ("eventsource", "poll", "longpoll")
 
 
 @t.overload
-def stream(view: F) -> F: ...
+def stream(view: StreamView[P]) -> RouteView[P]: ...
 
 
 @t.overload
@@ -65,18 +81,23 @@ def stream(
     retry: float | None = None,
     headers: t.Mapping[str, str] | None = None,
     announce: bool = True,
-) -> t.Callable[[F], F]: ...
+) -> t.Callable[[StreamView[P]], RouteView[P]]: ...
 
 
 def stream(
-    view: F | None = None,
+    view: StreamView[P] | None = None,
     *,
     heartbeat: float | None = None,
     retry: float | None = None,
     headers: t.Mapping[str, str] | None = None,
     announce: bool = True,
-) -> F | t.Callable[[F], F]:
+) -> RouteView[P] | t.Callable[[StreamView[Q]], RouteView[Q]]:
     """Serve a view as Server-Sent Events; use bare or with options.
+
+    The view returns a :class:`Subscription`, an iterable (a generator) of
+    :class:`Event`, ``str``, ``bytes`` or ``dict`` items, or a response; for
+    a type checker, the decorated view is a Flask route with the view's
+    parameters (annotate a generator view ``-> Iterator[Event]``).
 
     :param heartbeat: seconds of silence before a keep-alive comment; default
         ``EVENTSTREAM_HEARTBEAT``.
@@ -99,9 +120,9 @@ def stream(
         raise ValueError(f"heartbeat must be a positive number, not {heartbeat!r}.")
     milliseconds = retry_option(retry)
 
-    def decorator(fn: F) -> F:
+    def decorator(fn: StreamView[Q], /) -> RouteView[Q]:
         @functools.wraps(fn)
-        def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        def wrapper(*args: Q.args, **kwargs: Q.kwargs) -> ResponseReturnValue:
             try:
                 rv = fn(*args, **kwargs)
             except BackendUnavailable as error:
@@ -117,7 +138,7 @@ def stream(
             )
 
         setattr(wrapper, STREAM_VIEW, True)
-        return t.cast(F, wrapper)
+        return wrapper
 
     if view is not None:
         return decorator(view)
@@ -129,7 +150,7 @@ def unavailable(
     heartbeat: float | None,
     retry: int | None,
     headers: t.Mapping[str, str] | None,
-) -> t.Any:
+) -> ResponseReturnValue:
     """The answer when the backend cannot be reached before a subscription
     opened: a stream's pause (``EventSource`` retries), a poll's 503.
     """
@@ -147,12 +168,13 @@ def respond(
     retry: int | None = None,
     headers: t.Mapping[str, str] | None = None,
     announce: bool = True,
-) -> t.Any:
+) -> ResponseReturnValue:
     """Turn what a :func:`stream` view returned into its response
     (``retry`` in milliseconds, as sent).
     """
     if isinstance(rv, (BaseResponse, tuple, str, bytes, dict)):
-        return rv  # a response, as Flask makes one from any view's value
+        # A response, as Flask makes one from any view's value.
+        return t.cast(ResponseReturnValue, rv)
     hub = current_hub()
     options = Options(hub, heartbeat, retry, announce)
     transport = request.args.get("transport", "eventsource")
