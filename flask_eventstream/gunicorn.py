@@ -60,13 +60,12 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 #: burst.
 backlog = 2048
 
-# Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel
-# spreads new connections over them: streams last, and with one shared
-# socket whichever worker wakes first takes the next one, and can keep a much
-# larger share for hours. on_starting turns it on once it has checked that
-# the port is free: with SO_REUSEPORT, a second server on a taken port starts
-# without an error and takes half its connections. Set reuse_port = True
-# yourself (or --reuse-port) to share a port on purpose.
+# No SO_REUSEPORT (reuse_port): with it a second server on a taken port starts
+# without an error and takes half the first one's connections, and on gunicorn
+# 25+ the master holds no socket, so a reload or a worker restart leaves the
+# port closed for a moment or for good. One shared socket: whichever worker
+# wakes first accepts the next connection, so with several workers the
+# streams spread less evenly (docs/deploying.rst); add --reuse-port for that.
 
 #: The worker's heartbeat to the master runs in its own greenlet, so an open
 #: stream never counts against it; this only catches a worker that blocks
@@ -85,9 +84,7 @@ preload_app = False
 
 
 def on_starting(server: t.Any) -> None:
-    """Say what would fail silently (``--preload`` with gevent), and refuse a
-    port another server holds before spreading connections with SO_REUSEPORT.
-    """
+    """Say what would fail silently: ``--preload`` with the gevent worker."""
     if server.cfg.preload_app and "gevent" in str(server.cfg.worker_class_str):
         server.log.error(
             "--preload (preload_app) imports the app in gunicorn's master,"
@@ -96,35 +93,6 @@ def on_starting(server: t.Any) -> None:
             " streams stall. Remove --preload; this preset sets preload_app ="
             " False."
         )
-    if server.cfg.reuse_port:
-        return  # asked for: sharing the port is meant
-    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
-        return  # sockets handed over (an upgrade, systemd): bound already
-    for address in server.cfg.address:
-        if isinstance(address, tuple):
-            _check_free(address)
-    server.cfg.set("reuse_port", True)
-
-
-def _check_free(address: tuple[str, int]) -> None:
-    """Exit with a message if another process listens on ``address``."""
-    import errno
-    import socket
-
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise SystemExit(
-                f"Port {address[1]} on {address[0] or '*'} is taken: is another"
-                " server running there? Stop it, or bind elsewhere (-b or"
-                " GUNICORN_BIND). To share the port on purpose, set"
-                " reuse_port = True (--reuse-port)."
-            ) from None
 
 
 def worker_abort(worker: t.Any) -> None:

@@ -44,7 +44,7 @@ def unread_environment(
     ``app.config.from_prefixed_env()``, which reads them (as JSON when it
     parses), and the gunicorn preset counts its workers from them.
     """
-    found = []
+    unread = []
     for name, raw in sorted(environ.items()):
         if not name.startswith("FLASK_EVENTSTREAM_"):
             continue
@@ -53,14 +53,18 @@ def unread_environment(
             value = json.loads(raw)
         except ValueError:
             value = raw
-        if key in config and config[key] != value:
-            found.append(
-                f"{name} is set in the environment ({raw[:60]!r}) but this app's"
-                f" {key} is {config[key]!r}: the app does not read it. Call"
-                " app.config.from_prefixed_env() before EventStream(app) (or"
-                " init_app), or set the key in app.config."
-            )
-    return found
+        if key in config and config[key] == value:
+            # The app read the environment: a key it set differently since
+            # (create_app(test_config), say) is meant.
+            return []
+        if key in config:
+            unread.append((name, raw, key))
+    return [
+        f"{name} is set in the environment ({raw[:60]!r}) but this app's {key}"
+        f" is {config[key]!r}: the app did not read it. If it should, call"
+        " app.config.from_prefixed_env() before EventStream(app) (or init_app)."
+        for name, raw, key in unread
+    ]
 
 
 def check_server(backend_url: str) -> list[str]:

@@ -83,7 +83,8 @@ def test_multiprocess_mode_sums_the_workers(
     # Redis: an event published on one worker reaches the other's clients.
     server = Server("gevent", workers=2, config=redis_config(redis_server))
     server.env.update(PROMETHEUS_MULTIPROC_DIR=str(tmp_path), TEST_METRICS="1")
-    server.extra = ["-c", "python:flask_eventstream.gunicorn"]
+    # --reuse-port: the kernel spreads the streams over both workers.
+    server.extra = ["-c", "python:flask_eventstream.gunicorn", "--reuse-port"]
     server.start()
     streams: list[RawStream] = []
     try:
