@@ -278,6 +278,13 @@ class Subscription:
         for channel in self.channels:
             if hub.bus.disconnect(channel, self.deliver):
                 hub.backend.unlisten(channel)
+                if hub.bus.receivers(channel):
+                    # One joined between the two (the unlisten waited for a
+                    # lock, as a Redis listener's does while it connects): it
+                    # may have found the channel listened to and gone live,
+                    # and the backend listens no more. It ends, and its client
+                    # resumes from its cursor, rather than wait in silence.
+                    hub.lose(channel, EndReason.LAGGED)
         hub.send(
             signals.client_disconnected,
             subscription=self,

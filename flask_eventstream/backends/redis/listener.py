@@ -286,15 +286,35 @@ class Listener:
             if not connection.can_read(timeout=self.idle):
                 if pinged:
                     raise redis.ConnectionError("Redis did not answer a PING.")
-                self.recovery.check_store()
+                # The PING tests this connection; the check goes through the
+                # pool, and its failure says nothing of this one.
                 self.command("PING")
                 pinged = True
+                self.check_store()
                 continue
             pinged = False
             replies = [connection.read_response()]
             while len(replies) < COUNT and connection.can_read(timeout=0):
                 replies.append(connection.read_response())
             self.handle(replies)
+
+    def check_store(self) -> None:
+        """The idle check of the store, through the pool. When no pooled
+        connection is free (a crowd of reconnecting clients holds them all),
+        or Redis does not answer it, the check is made again at the next idle
+        check: dropping this healthy connection for it would gain nothing (the
+        PING says whether it lives) and make every stream of the worker wait
+        for a reconnect and a catch-up, which needs the pool too.
+        """
+        try:
+            self.recovery.check_store()
+        except (redis.RedisError, BackendUnavailable) as error:
+            logger.warning(
+                "Redis listener could not check the store (%s); it checks again"
+                " after %.1fs without a message.",
+                error,
+                self.idle,
+            )
 
     def handle(self, replies: list[t.Any]) -> None:
         state = self.state
