@@ -329,7 +329,14 @@ def test_a_handover_before_the_first_event_loses_nothing(
     second.wait_for_function("window.received.length >= 4")
     assert [e["id"] for e in received(second)] == published + more
     assert len(received(follower)) == 1
-    assert server.stats()["channels"][channel] == 1
+    # One connection left. A long-poll is between two requests now and then
+    # (then 0): sampled, never 2, and 1 at some point.
+    counts = []
+    for _ in range(20):
+        counts.append(server.stats()["channels"].get(channel, 0))
+        if mode == "shared" or 1 in counts and len(counts) >= 10:
+            break
+    assert max(counts) == 1 and (mode != "shared" or counts == [1]), counts
     context.close()
 
 
