@@ -284,6 +284,13 @@ def run_app(server: Server, code: str) -> list[str]:
     """
     script = "from serverapp import app, events\nwith app.app_context():\n"
     script += "".join(f"    {line}\n" for line in code.splitlines())
+    return run_script(server, script).stdout.split()
+
+
+def run_script(server: Server, script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with the server's environment, from the tests' folder
+    (its apps importable); fail with its stderr if it fails.
+    """
     done = subprocess.run(
         [sys.executable, "-c", script],
         env=server.env,
@@ -293,7 +300,7 @@ def run_app(server: Server, code: str) -> list[str]:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.split()
+    return done
 
 
 def _json(value: t.Any) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from clients import RawStream
+from conftest import run_script
 from conftest import Server
 from conftest import TESTS
 from flask import Flask
@@ -98,15 +99,7 @@ def test_a_memory_publish_from_a_script_warns_that_nobody_hears_it() -> None:
         "events.publish('news', 'from a script')\n"
         "events.publish('news', 'and again')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=server.env,
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_script(server, code)
     assert done.stderr.count("no client will receive it") == 1, done.stderr
 
 
