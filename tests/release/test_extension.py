@@ -233,12 +233,10 @@ def test_known_keys_from_the_environment_warn_nothing(
     assert events.hub_for(app).settings.channel("room.1").presence is True
 
 
-@pytest.mark.parametrize(
-    ("value", "sent"), [(3.0, 3000), (0.25, 250), (0, 0), (99, 99000), (2, 2000)]
-)
-def test_retry_is_in_seconds_and_sent_in_milliseconds(value: float, sent: int) -> None:
-    app = Flask("retry")
-    app.config["EVENTSTREAM_RETRY"] = value
+def subscribed_app(**config: t.Any) -> Flask:
+    """An app with ``config`` and ``GET /s``, a stream of channel ``a``."""
+    app = Flask("subscribed")
+    app.config.update(config)
     events = EventStream(app)
 
     @app.get("/s")
@@ -246,6 +244,14 @@ def test_retry_is_in_seconds_and_sent_in_milliseconds(value: float, sent: int) -
     def s() -> t.Any:
         return events.subscribe("a")
 
+    return app
+
+
+@pytest.mark.parametrize(
+    ("value", "sent"), [(3.0, 3000), (0.25, 250), (0, 0), (99, 99000), (2, 2000)]
+)
+def test_retry_is_in_seconds_and_sent_in_milliseconds(value: float, sent: int) -> None:
+    app = subscribed_app(EVENTSTREAM_RETRY=value)
     with app.test_client().get("/s", buffered=False) as rv:
         assert next(rv.response).startswith(f"retry: {sent}\n".encode())
     # A poll's "retry" is in milliseconds too: it is wire format, as retry:.
@@ -253,15 +259,7 @@ def test_retry_is_in_seconds_and_sent_in_milliseconds(value: float, sent: int) -
 
 
 def test_retry_none_sends_no_retry_line() -> None:
-    app = Flask("none")
-    app.config["EVENTSTREAM_RETRY"] = None
-    events = EventStream(app)
-
-    @app.get("/s")
-    @stream
-    def s() -> t.Any:
-        return events.subscribe("a")
-
+    app = subscribed_app(EVENTSTREAM_RETRY=None)
     with app.test_client().get("/s", buffered=False) as rv:
         assert b"retry:" not in next(rv.response)
 
